@@ -1,0 +1,86 @@
+"""The `edgefuse` command: one verb per stage.
+
+Each room contributes its verbs from `edgefuse/<room>/commands.py`, a module with
+`register(app: typer.Typer) -> None` that imports nothing heavy at import time (torch is
+imported inside the command functions). Typed EdgeFuseErrors become one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from edgefuse import __version__
+from edgefuse.errors import EdgeFuseError
+
+# Rooms that contribute commands, in help order.
+ROOMS = ["data", "models", "export", "quantize", "runtime", "parity", "bench", "pipeline"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="edgefuse",
+    help="Image-text fusion models from FP32 PyTorch to FP16/INT8 engines, with accuracy proven on every build.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the edgefuse version."""
+    console.print(f"edgefuse {__version__}")
+
+
+def _register_rooms() -> None:
+    for room in ROOMS:
+        name = f"edgefuse.{room}.commands"
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name in (name, f"edgefuse.{room}"):
+                continue  # room not built yet
+            raise
+        mod.register(app)
+
+
+_register_rooms()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app; typed errors -> one line on stderr, exit 2."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except EdgeFuseError as e:
+        err_console.print(e.line(), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # usage errors from typer's bundled click: print them the click way
+        show = getattr(e, "show", None)
+        if show is None or not hasattr(e, "exit_code"):
+            raise
+        show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
