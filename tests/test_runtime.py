@@ -210,7 +210,7 @@ def test_runtime_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import importlib\n"
-        "for m in ['edgefuse.runtime', 'edgefuse.runtime.runners']:\n"
+        "for m in ['edgefuse.runtime', 'edgefuse.runtime.runners', 'edgefuse.runtime.kiosk']:\n"
         "    importlib.import_module(m)\n"
         "import edgefuse.runtime as r; r.open_runner\n"
         "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"

@@ -242,10 +242,10 @@ def tensorrt_provider_options(
                 if d is None or d not in profiles:
                     raise RunnerError(f"input '{spec.name}' dim {i} ({d or 'unnamed'}) is dynamic and has no TensorRT profile",
                                       f"give profiles for: {d or 'that axis'} (e.g. targets.<name>.profiles in edge_config.yaml)",
-                                      code="EF731")
+                                      code="EF760")
                 lo, opt, hi = profiles[d]
                 if not (1 <= lo <= opt <= hi):
-                    raise RunnerError(f"profile for '{d}' needs 1 <= min <= opt <= max, got {lo}/{opt}/{hi}", "fix the profile", code="EF732")
+                    raise RunnerError(f"profile for '{d}' needs 1 <= min <= opt <= max, got {lo}/{opt}/{hi}", "fix the profile", code="EF761")
                 dims["min"].append(str(lo))
                 dims["opt"].append(str(opt))
                 dims["max"].append(str(hi))
