@@ -63,10 +63,10 @@ def drop_chart(rows: Sequence[tuple[str, float, tuple[float, float] | None, floa
                         f'stroke-width="2" stroke-dasharray="3,2"><title>gate: max drop {lim:g}</title></line>')
     ax_y = top + row_h * len(rows) + 14
     for t in np.linspace(lo, hi, 5):
-        body.append(f'<text x="{x(t):.1f}" y="{ax_y}" text-anchor="middle" fill="#555">{t:+.2g}</text>')
+        body.append(f'<text x="{x(t):.1f}" y="{ax_y}" text-anchor="middle" fill="#555">{t:+.3g}</text>')
     body.append(f'<text x="{label_w + plot_w / 2}" y="{ax_y + 14}" text-anchor="middle" fill="#555">'
-                f'drop ({escape(unit)}; right = worse; whiskers = bootstrap interval; red dashes = gate)</text>')
-    return _svg(label_w + plot_w + 20, height + 14, body, title)
+                f'drop in {escape(unit)} (right = worse) · whiskers: interval · red: gate</text>')
+    return _svg(label_w + plot_w + 40, height + 14, body, title)
 
 
 def histogram(edges: Sequence[float], counts: Sequence[int], title: str, zero_count: int = 0) -> str:
@@ -126,7 +126,13 @@ def boxes_on_image(image: np.ndarray, boxes: Sequence[tuple[str, Sequence[float]
     for label, box, key in boxes:
         if box is None:
             continue
-        x, y, w, h = (float(v) * size for v in box)
+        x, y, w, h = (float(v) for v in box)
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            continue
+        # clip to the image: a damaged model may predict negative sizes or boxes off the picture
+        x0, y0 = min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
+        x1, y1 = min(max(x + max(w, 0.0), 0.0), 1.0), min(max(y + max(h, 0.0), 0.0), 1.0)
+        x, y, w, h = x0 * size, y0 * size, (x1 - x0) * size, (y1 - y0) * size
         dash = ' stroke-dasharray="5,3"' if key == "art" else ""
         body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" fill="none" stroke="{COLORS[key]}" '
                     f'stroke-width="2"{dash}><title>{escape(label)}</title></rect>')

@@ -234,6 +234,9 @@ def _gate_limits(report: ValidationReport, metric: str) -> float | None:
     return min(lims) if lims else None
 
 
+_HTML_ICON = {PASSED: "✓", FAILED: "✗", SKIPPED: "–"}  # in every common font, unlike emoji
+
+
 def to_html(report: ValidationReport) -> str:
     """A self-contained page: verdict, gates, metric tables and inline SVG plots."""
     h: list[str] = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
@@ -245,7 +248,7 @@ def to_html(report: ValidationReport) -> str:
                     f"<style>{_CSS}</style></head><body>"]
     status = PASSED if report.passed else FAILED
     h.append(f"<h1>edgefuse validate: <code>{_esc(report.model.get('name'))}</code></h1>")
-    h.append(f'<p class="verdict {status}" id="verdict">{"✅" if report.passed else "❌"} {_esc(_headline(report))} '
+    h.append(f'<p class="verdict {status}" id="verdict">{_HTML_ICON[status]} {_esc(_headline(report))} '
              f"(exit code {report.exit_code})</p>")
     ev = report.eval_set
     h.append(f"<p>Reference: FP32 PyTorch, weights sha256 <code>{_esc(str(report.model.get('weights_sha256', ''))[:16])}</code>. "
@@ -259,7 +262,7 @@ def to_html(report: ValidationReport) -> str:
         for a in report.artifacts:
             for g in a.gates:
                 h.append(f"<tr><td><code>{_esc(a.name)}</code></td><td><code>{_esc(g.title)}</code></td>"
-                         f'<td class="{g.status}">{_ICON[g.status]} {g.status}</td><td>{_esc(g.message)}</td></tr>')
+                         f'<td class="{g.status}">{_HTML_ICON[g.status]} {g.status}</td><td>{_esc(g.message)}</td></tr>')
         h.append("</table>")
 
     h.append("<h2>Artifacts</h2><table><tr><th>artifact</th><th>precision</th><th>provider</th><th>path</th><th>seconds</th></tr>")
