@@ -88,7 +88,7 @@ def dynamic_shapes(spec: ExportSpec) -> tuple[dict[int, Any], ...]:
 def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's progress prints and known-noise warnings (logged at debug)."""
     noisy = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "torch.onnx", "torch.export",
-                                              "torch._export", "torch.fx.experimental.symbolic_shapes", "onnxscript")]
+                                              "torch._export", "torch.fx.experimental.symbolic_shapes", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in noisy]
     buf = io.StringIO()
     try:
@@ -164,8 +164,7 @@ def export_onnx(module: nn.Module, spec: ExportSpec, path: str | Path, opset: in
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old", f"use opset >= {MIN_OPSET} (LayerNormalization stays one node)", code="EF406")
     path = Path(path)
-    batch, length = spec.trace_shape
-    feed = spec.example_inputs(batch, length, np.random.default_rng(seed))
+    feed = spec.example_inputs(spec.trace_shape, np.random.default_rng(seed))
     args = to_torch(feed, spec.input_names)
     wrapped = OrderedOutputs(module, spec.output_names, method).eval()
     try:

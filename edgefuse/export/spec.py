@@ -64,17 +64,18 @@ class AxisRange:
     max: int
 
 
-FeedFn = Callable[[int, int, np.random.Generator], dict[str, np.ndarray]]
+Shape = dict[str, int]  # named axis -> size, e.g. {"batch": 3, "text_length": 16}
+FeedFn = Callable[[Mapping[str, int], np.random.Generator], dict[str, np.ndarray]]
 
 
 @dataclass
 class ExportSpec:
     """The ONNX boundary of one model family (or of one bring-your-own model).
 
-    `example_inputs(batch, text_length, rng)` makes a feed for any shape inside the axis
-    ranges; `trace_shape` is the (batch, text_length) used to trace, and `verify_shapes`
-    the others checked after export (they must differ from the trace shape, so shapes baked
-    by the trace show up as errors).
+    `example_inputs(shape, rng)` makes a feed for any sizes of the named axes inside their
+    ranges; `trace_shape` gives the sizes used to trace, and `verify_shapes` the others
+    checked after export (they differ from the trace sizes, so shapes baked by the trace
+    show up as errors).
     """
 
     family: str
@@ -83,8 +84,9 @@ class ExportSpec:
     example_inputs: FeedFn
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     axes: dict[str, AxisRange] = field(default_factory=dict)
-    trace_shape: tuple[int, int] = (2, 11)
-    verify_shapes: list[tuple[int, int]] = field(default_factory=lambda: [(1, 4), (3, 16), (8, 24)])
+    trace_shape: Shape = field(default_factory=lambda: {"batch": 2, "text_length": 11})
+    verify_shapes: list[Shape] = field(default_factory=lambda: [{"batch": 1, "text_length": 4}, {"batch": 3, "text_length": 16},
+                                                                {"batch": 8, "text_length": 24}])
     image_size: int | None = None
     max_text_length: int | None = None
     tasks: list[str] = field(default_factory=list)
@@ -134,8 +136,8 @@ class ExportSpec:
             "outputs": [t.to_dict() for t in self.outputs],
             "axes": {k: dataclasses.asdict(v) for k, v in self.axes.items()},
             "tolerances": {k: dataclasses.asdict(v) for k, v in self.tolerances.items()},
-            "trace_shape": list(self.trace_shape),
-            "verify_shapes": [list(s) for s in self.verify_shapes],
+            "trace_shape": dict(self.trace_shape),
+            "verify_shapes": [dict(s) for s in self.verify_shapes],
         }
 
 
@@ -174,14 +176,15 @@ def image_text_spec(family: str, image_size: int, vocab_size: int, max_text_leng
     """Spec for a `forward(pixel_values, input_ids, attention_mask) -> dict` fusion model."""
     s = int(image_size)
 
-    def feed(batch: int, text_length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        out = {"pixel_values": image_feed(batch, s, rng)}
-        out.update(text_feed(batch, text_length, rng, vocab_size, cls_id, pad_id, first_word_id))
+    def feed(shape: Mapping[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        out = {"pixel_values": image_feed(shape["batch"], s, rng)}
+        out.update(text_feed(shape["batch"], shape["text_length"], rng, vocab_size, cls_id, pad_id, first_word_id))
         return out
 
     lengths = sorted({4, max(5, max_text_length // 2), max_text_length})
     trace_len = next(n for n in (11, 7, 13, 5, 9, 6) if n not in lengths and n <= max_text_length) if max_text_length >= 6 else max_text_length
-    verify = [(1, lengths[0]), (3, lengths[1]), (8, lengths[-1])]
+    verify = [{"batch": 1, "text_length": lengths[0]}, {"batch": 3, "text_length": lengths[1]},
+              {"batch": 8, "text_length": lengths[-1]}]
     return ExportSpec(
         family=family,
         inputs=[
@@ -193,7 +196,7 @@ def image_text_spec(family: str, image_size: int, vocab_size: int, max_text_leng
         example_inputs=feed,
         tolerances={k: v for k, v in (tolerances or TASK_TOLERANCES).items() if k in {o.name for o in outputs}},
         axes={"batch": AxisRange(1, max_batch), "text_length": AxisRange(2, max_text_length)},
-        trace_shape=(2, trace_len),
+        trace_shape={"batch": 2, "text_length": trace_len},
         verify_shapes=verify,
         image_size=s,
         max_text_length=max_text_length,
@@ -223,3 +226,76 @@ TASK_TOLERANCES: dict[str, Tolerance] = {
     "box": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999, check=CHECK_BOX, min_iou=0.99),
     "grounding_attention": Tolerance(atol=1e-5, rtol=1e-3, min_cosine=0.9999),
 }
+
+
+# ----------------------------------------------------------------------------- captioning
+def caption_encoder_spec(image_size: int, num_image_tokens: int, dim: int, max_batch: int = 64) -> ExportSpec:
+    """`image_encoder.onnx`: pixel_values [batch, 3, S, S] -> image_tokens [batch, P, D]."""
+    s = int(image_size)
+
+    def feed(shape: Mapping[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"pixel_values": image_feed(shape["batch"], s, rng)}
+
+    return ExportSpec(
+        family="caption-encoder",
+        inputs=[TensorSpec("pixel_values", "float32", ("batch", 3, s, s))],
+        outputs=[TensorSpec("image_tokens", "float32", ("batch", num_image_tokens, dim))],
+        example_inputs=feed,
+        tolerances={"image_tokens": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999)},
+        axes={"batch": AxisRange(1, max_batch)},
+        trace_shape={"batch": 2},
+        verify_shapes=[{"batch": 1}, {"batch": 3}, {"batch": 8}],
+        image_size=s,
+        tasks=["captioning"],
+    )
+
+
+def caption_decoder_spec(vocab_size: int, num_layers: int, num_heads: int, head_dim: int, num_image_tokens: int,
+                         dim: int, max_length: int, first_word_id: int = 5, max_batch: int = 64) -> ExportSpec:
+    """`decoder.onnx`: one cached decoder step (stacked past keys/values, dynamic past length).
+
+    input_ids [batch, new_length], image_tokens [batch, P, D], past_keys/past_values
+    [layers, batch, heads, past_length, head_dim] -> logits [batch, new_length, vocab] and
+    present_keys/present_values with past_length + new_length positions.
+    """
+
+    def feed(shape: Mapping[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        b, n, p = shape["batch"], shape["new_length"], shape["past_length"]
+        kv = (num_layers, b, num_heads, p, head_dim)
+        return {
+            "input_ids": rng.integers(first_word_id, vocab_size, size=(b, n)).astype(np.int64),
+            "image_tokens": rng.standard_normal((b, num_image_tokens, dim)).astype(np.float32),
+            "past_keys": rng.standard_normal(kv).astype(np.float32),
+            "past_values": rng.standard_normal(kv).astype(np.float32),
+        }
+
+    past = (num_layers, "batch", num_heads, "past_length", head_dim)
+    present = (num_layers, "batch", num_heads, "total_length", head_dim)
+    return ExportSpec(
+        family="caption-decoder",
+        inputs=[
+            TensorSpec("input_ids", "int64", ("batch", "new_length")),
+            TensorSpec("image_tokens", "float32", ("batch", num_image_tokens, dim)),
+            TensorSpec("past_keys", "float32", past),
+            TensorSpec("past_values", "float32", past),
+        ],
+        outputs=[
+            TensorSpec("logits", "float32", ("batch", "new_length", vocab_size)),
+            TensorSpec("present_keys", "float32", present),
+            TensorSpec("present_values", "float32", present),
+        ],
+        example_inputs=feed,
+        tolerances={
+            "logits": Tolerance(atol=2e-4, rtol=1e-3, min_cosine=0.99999, check=CHECK_ARGMAX),
+            "present_keys": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999),
+            "present_values": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999),
+        },
+        axes={"batch": AxisRange(1, max_batch), "new_length": AxisRange(1, max_length),
+              "past_length": AxisRange(0, max_length - 1), "total_length": AxisRange(1, max_length)},
+        trace_shape={"batch": 2, "new_length": 3, "past_length": 5},
+        verify_shapes=[{"batch": 1, "new_length": 1, "past_length": 0}, {"batch": 3, "new_length": 1, "past_length": 7},
+                       {"batch": 8, "new_length": 4, "past_length": 0},
+                       {"batch": 2, "new_length": 1, "past_length": max_length - 2}],
+        max_text_length=max_length,
+        tasks=["captioning"],
+    )

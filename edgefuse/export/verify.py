@@ -117,10 +117,11 @@ def make_cases(spec: ExportSpec, seed: int = 0, extra: Sequence[Case] = ()) -> l
     """Random feeds at every verify shape (never the trace shape) plus the caller's real ones."""
     rng = np.random.default_rng(seed)
     cases = []
-    for batch, length in spec.verify_shapes:
-        if (batch, length) == tuple(spec.trace_shape):
+    for shape in spec.verify_shapes:
+        if dict(shape) == dict(spec.trace_shape):
             continue
-        cases.append(Case(f"random b{batch} t{length}", spec.example_inputs(batch, length, rng)))
+        label = " ".join(f"{k}={v}" for k, v in shape.items())
+        cases.append(Case(f"random {label}", spec.example_inputs(shape, rng)))
     return cases + list(extra)
 
 
