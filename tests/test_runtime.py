@@ -210,9 +210,9 @@ def test_runtime_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import importlib\n"
-        "for m in ['edgefuse.runtime', 'edgefuse.runtime.runners', 'edgefuse.runtime.kiosk']:\n"
+        "for m in ['edgefuse.runtime', 'edgefuse.runtime.runners', 'edgefuse.runtime.kiosk', 'edgefuse.runtime.server', 'edgefuse.runtime.commands']:\n"
         "    importlib.import_module(m)\n"
-        "import edgefuse.runtime as r; r.open_runner\n"
+        "import edgefuse.runtime as r; r.open_runner; r.KioskPipeline\n"
         "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
         "print('ok')\n"
     )

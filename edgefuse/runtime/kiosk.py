@@ -375,32 +375,37 @@ def _preprocess(pil_images: Sequence[Any], size: int) -> np.ndarray:
 class _Captioner:
     """The captioning pair (image_encoder + KV-cache decoder) driven by export's torch-free generation loop."""
 
+    ENCODER = "image_encoder.onnx"
+    DECODER = "decoder.onnx"
+
     def __init__(self, folder: Path, provider: str, opts: dict[str, Any]) -> None:
         from edgefuse.artifacts import read_manifest
         from edgefuse.data.tokenizer import Tokenizer
+        from edgefuse.export.generation import CaptionGenerator, GenerationConfig
         from edgefuse.runtime.runners import open_runner
 
         self.folder = folder
         self.manifest = read_manifest(folder)
+        if "generation" not in self.manifest:
+            raise ArtifactError(f"{folder} has no generation settings in its manifest", "re-export it with `edgefuse export museum-caption`",
+                                code="EF607")
         self.tokenizer = Tokenizer.load(folder / "tokenizer.json")
         self.image_size = int(self.manifest.get("image_size") or 64)
-        self.encoder = open_runner(folder, provider=provider, file="image_encoder.onnx", **opts).activate()
-        self.decoder = open_runner(folder, provider=provider, file="decoder.onnx", **opts).activate()
+        self.config = GenerationConfig.from_dict(self.manifest["generation"])
+        components = self.manifest.get("components") or {}
+        runners = []
+        for name in (self.ENCODER, self.DECODER):
+            spec = {**self.manifest, "inputs": (components.get(name) or {}).get("inputs", [])}
+            runners.append(open_runner(folder / name, provider=provider, manifest=spec, **opts).activate())
+        self.encoder, self.decoder = runners
+        self.generator = CaptionGenerator(self.encoder, self.decoder, self.config)
 
     def generate(self, pixel_values: np.ndarray, num_beams: int, max_length: int | None) -> Caption:
-        from edgefuse.export import generation
+        from edgefuse.export.generation import strip_special
 
-        kwargs: dict[str, Any] = {"num_beams": num_beams}
-        if max_length is not None:
-            kwargs["max_length"] = max_length
-        result = generation.generate(self.encoder, self.decoder, self.tokenizer, pixel_values, **kwargs)
-        if isinstance(result, (list, tuple)):
-            result = result[0]
-        if isinstance(result, str):
-            return Caption(result, None, num_beams)
-        text = getattr(result, "text", None) or (result.get("text") if isinstance(result, dict) else str(result))
-        score = getattr(result, "score", None) if not isinstance(result, dict) else result.get("score")
-        return Caption(text, None if score is None else float(score), num_beams)
+        ids = self.generator.generate(pixel_values, max_length=max_length, num_beams=num_beams)
+        words = strip_special(ids, self.config)[0]
+        return Caption(self.tokenizer.decode(words), None, num_beams)
 
     def close(self) -> None:
         self.encoder.deactivate()

@@ -517,6 +517,7 @@ def open_runner(path: str | os.PathLike[str], provider: str = "cpu", file: str |
     `decoder.onnx`). Engines go to the TensorRT engine runner (edgefuse.runtime.engines).
     """
     model, manifest = resolve_model_file(path, file)
+    manifest = options.pop("manifest", None) or manifest
     if model.suffix in ENGINE_SUFFIXES or (manifest or {}).get("kind") in ("tensorrt", "tensorrt-rtx", "engine"):
         try:
             from edgefuse.runtime import engines
