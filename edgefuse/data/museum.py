@@ -199,9 +199,9 @@ def sample_layout(rng: np.random.Generator) -> Layout:
     count = int(rng.integers(1, 4))
     slots = sorted(int(s) for s in rng.choice(3, size=count, replace=False))
     cats: list[str] = []
-    repeat = rng.random() < 0.45
+    repeat = rng.random() < 0.5  # half the scenes repeat a category: count answers 2 and 3
     for _ in range(count):
-        if cats and repeat and rng.random() < 0.7:
+        if cats and repeat and rng.random() < 0.85:
             cats.append(cats[int(rng.integers(len(cats)))])
         else:
             cats.append(CATEGORIES[int(rng.integers(len(CATEGORIES)))])
@@ -234,28 +234,45 @@ def sample_layout(rng: np.random.Generator) -> Layout:
 # ---------------------------------------------------------------- drawing
 
 
+_YS = (np.arange(RENDER_SIZE, dtype=np.float32) / RENDER_SIZE)[:, None, None]  # [S, 1, 1]
+_XS = (np.arange(RENDER_SIZE, dtype=np.float32) / RENDER_SIZE)[None, :, None]  # [1, S, 1]
+
+
 def render(layout: Layout, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
     """Draw the layout: uint8 [S, S, 3] image plus one bool mask per exhibit (its drawn pixels)."""
     s = RENDER_SIZE
-    ys = np.arange(s, dtype=np.float32)[:, None]
-    xs = np.arange(s, dtype=np.float32)[None, :]
-    wall = np.asarray(layout.wall, np.float32)
-    floor = np.asarray(layout.floor, np.float32)
-    shade = layout.wall_gradient * (0.5 - ys / s) + layout.side_gradient * (xs / s - 0.5)  # [S, S]
-    is_floor = (ys >= layout.floor_y)[..., None]
-    img = np.where(is_floor, floor, wall) + shade[..., None]
+    rows = np.empty((s, 1, 3), np.float32)  # wall above the floor line, floor below
+    rows[: layout.floor_y] = layout.wall
+    rows[layout.floor_y :] = layout.floor
+    rows += layout.wall_gradient * (0.5 - _YS)
+    img = rows + layout.side_gradient * (_XS - 0.5)  # [S, S, 3]
     masks = []
     for p in layout.exhibits:
         mask_img = Image.new("L", (s, s), 0)
         _DRAW[p.category](ImageDraw.Draw(mask_img), p.cx, p.y, float(p.scale))
         m = np.asarray(mask_img)
+        body = m == _FILL
         colour = np.asarray(COLOURS[p.colour], np.float32)
-        img[m == _FILL] = colour
-        img[m == _DETAIL] = _detail_colour(colour)
+        img[body] = colour
+        if p.category in _HAS_DETAIL:
+            img[m == _DETAIL] = _detail_colour(colour)
         masks.append(m > 0)
-    img = (img - 128.0) * layout.contrast + 128.0 + layout.brightness
-    img += rng.standard_normal(img.shape, dtype=np.float32) * layout.noise
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), masks
+    # lighting (contrast about mid-grey, brightness shift) and sensor noise, then round to uint8
+    # noise: sum of two uniform bytes (triangular, std 104.5) scaled to std `layout.noise`;
+    # 8x faster than standard_normal, which would be most of the drawing time
+    u = rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8)
+    noise = u[0].astype(np.float32)
+    noise += u[1]
+    noise -= np.float32(255.0)
+    noise *= np.float32(layout.noise / 104.5)
+    img *= np.float32(layout.contrast)
+    img += np.float32(128.0 * (1.0 - layout.contrast) + layout.brightness + 0.5)
+    img += noise
+    np.clip(img, 0.0, 255.0, out=img)
+    return img.astype(np.uint8), masks
+
+
+_HAS_DETAIL = frozenset({"painting", "clock"})
 
 
 def _detail_colour(colour: np.ndarray) -> np.ndarray:

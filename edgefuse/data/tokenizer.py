@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 ASSET_PATH = Path(__file__).parent / "assets" / "tokenizer.json"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] = 0
 DEFAULT_VOCAB_SIZE = 400
-CORPUS_ITEMS = 8000  # train layouts used to build the shipped vocabulary
+CORPUS_ITEMS = 1000  # train layouts used to build the shipped vocabulary (every word occurs by ~200)
 
 
 class Tokenizer:
@@ -147,7 +147,7 @@ def build_tokenizer(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE) 
     The vocabulary is counted here instead of by `tokenizers`' WordPieceTrainer, whose order of
     equal-count pieces changes from run to run: specials, then every letter, digit and ASCII
     punctuation mark (alone and as a ##continuation, so unseen words still split into known
-    pieces), then the corpus words by falling count (ties alphabetical), up to `vocab_size`.
+    pieces), then the `vocab_size` commonest corpus words in alphabetical order.
     """
     from collections import Counter
 
@@ -164,9 +164,9 @@ def build_tokenizer(texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE) 
     vocab: dict[str, int] = {}
     for piece in [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]:
         vocab.setdefault(piece, len(vocab))
-    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        if len(vocab) >= vocab_size:
-            break
+    room = max(vocab_size - len(vocab), 0)
+    kept = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:room]]
+    for word in sorted(kept):  # ids by spelling: a change in word frequencies keeps every id
         vocab.setdefault(word, len(vocab))
     tok = _Backend(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizer
