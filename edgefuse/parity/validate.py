@@ -1,0 +1,551 @@
+"""Validation: the FP32 PyTorch model (the reference) and every artifact on one evaluation set.
+
+Both sides see byte-identical feeds (one preprocessing, one tokenizer, one batching), so every
+difference in the outputs is the artifact's. Bad input is refused before any model runs: an
+unknown gate metric, a missing artifact, one made from another model or other weights, an
+evaluation set with nothing the model's tasks can use.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefuse.artifacts import MANIFEST_NAME, read_manifest, sha256_file, tool_versions
+from edgefuse.config import EdgeConfig, GateConfig, load_config
+from edgefuse.errors import ArtifactError, ValidationError, suggest
+from edgefuse.parity.gates import check_gates, evaluate_gates
+from edgefuse.parity.metrics import error_histogram
+from edgefuse.parity.reports import ArtifactReport, GroundingSample, ValidationReport, write_reports
+from edgefuse.parity.scoring import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, EvalLabels, TaskOutputs, reference_scores, score
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 32
+RETRIEVAL_GALLERY = 32  # images (and their first caption) in the all-pairs retrieval gallery
+ITM_PER_IMAGE = 2  # positives and negatives taken per image
+SAMPLES_SHOWN = 4  # grounding samples drawn in the HTML report
+MUSEUM = "museum"
+
+
+# ------------------------------------------------------------------------------ eval set
+
+
+@dataclass
+class EvalSet:
+    """The evaluation items, flattened per task; every task indexes into `items` (the images)."""
+
+    source: str
+    items: list[Any]  # edgefuse.data.museum.MuseumItem
+    vqa: list[tuple[int, str, int]] = field(default_factory=list)  # image, question, answer index (-1 = not in vocabulary)
+    itm: list[tuple[int, str, int]] = field(default_factory=list)  # image, caption, 1 = match
+    retrieval: list[tuple[int, str]] = field(default_factory=list)  # image, its caption (gallery; diagonal = match)
+    grounding: list[tuple[int, str, tuple[float, float, float, float]]] = field(default_factory=list)
+    captions: list[tuple[int, list[str]]] = field(default_factory=list)  # image, labelled captions
+    vqa_out_of_vocabulary: int = 0
+
+    def counts(self) -> dict[str, int]:
+        c = {"questions": len(self.vqa), "caption pairs": len(self.itm), "retrieval gallery": len(self.retrieval),
+             "phrases": len(self.grounding), "captioned images": len(self.captions)}
+        return {k: v for k, v in c.items() if v}
+
+    def labels(self) -> EvalLabels:
+        return EvalLabels(
+            vqa_answer=np.array([a for _, _, a in self.vqa], dtype=np.int64) if self.vqa else None,
+            itm_label=np.array([y for _, _, y in self.itm], dtype=np.int64) if self.itm else None,
+            boxes=np.array([b for _, _, b in self.grounding], dtype=np.float64).reshape(-1, 4) if self.grounding else None,
+            caption_refs=[r for _, r in self.captions] if self.captions else None,
+        )
+
+
+def load_items(source: str | Path, n: int | None) -> tuple[str, list[Any]]:
+    """Museum test split ("museum") or a dataset folder (images/ + annotations.jsonl)."""
+    from edgefuse.errors import DataError
+
+    if n is not None and n < 1:
+        raise ValidationError(f"--n must be >= 1, got {n}", "pass the number of images to evaluate", code="EF907")
+    if str(source) == MUSEUM:
+        from edgefuse.data.museum import generate
+
+        items = generate("test", n=n)
+        return f"museum test split (first {len(items)})", items
+    folder = Path(source)
+    if not folder.exists():
+        raise ValidationError(f"evaluation set {folder} not found", f"pass '{MUSEUM}' or a folder with images/ and annotations.jsonl",
+                              code="EF907")
+    try:
+        from edgefuse.data.dataset import read_dataset
+
+        items = read_dataset(folder)
+    except DataError as e:
+        raise ValidationError(f"evaluation set {folder}: {e.message}", e.hint, code="EF907") from e
+    if n is not None:
+        items = items[:n]
+    return f"{folder} ({len(items)} images)", items
+
+
+def build_eval_set(source: str | Path, n: int | None, tasks: Sequence[str], answers: Sequence[str],
+                   retrieval_gallery: int = RETRIEVAL_GALLERY) -> EvalSet:
+    """Flatten the items into per-task lists; refuse a set with nothing for the model's tasks."""
+    name, items = load_items(source, n)
+    ev = EvalSet(name, items)
+    index = {a: i for i, a in enumerate(answers)}
+    for i, it in enumerate(items):
+        if "vqa" in tasks:
+            for qa in it.questions:
+                a = index.get(str(qa.answer).strip().lower(), index.get(str(qa.answer), -1))
+                ev.vqa_out_of_vocabulary += a < 0
+                ev.vqa.append((i, qa.question, a))
+        if "itm" in tasks:
+            ev.itm += [(i, c, 1) for c in it.captions[:ITM_PER_IMAGE]]
+            ev.itm += [(i, c, 0) for c in it.negative_captions[:ITM_PER_IMAGE]]
+            if it.captions and len(ev.retrieval) < retrieval_gallery:
+                ev.retrieval.append((i, it.captions[0]))
+        if "grounding" in tasks:
+            ev.grounding += [(i, r.phrase, tuple(float(v) for v in r.box)) for r in it.refs]
+        if "captioning" in tasks and it.captions:
+            ev.captions.append((i, list(it.captions)))
+    if len(ev.retrieval) < 2:
+        ev.retrieval = []
+    if ev.itm and len({y for *_, y in ev.itm}) < 2:
+        log.info("ITM items have one class only: AUC will be undefined")
+    if not (ev.vqa or ev.itm or ev.grounding or ev.captions):
+        found = {"images": len(items), "questions": sum(len(i.questions) for i in items),
+                 "captions": sum(len(i.captions) for i in items), "refs": sum(len(i.refs) for i in items)}
+        raise ValidationError(
+            f"evaluation set {name} has no usable items for tasks {', '.join(tasks)}: found "
+            + ", ".join(f"{v} {k}" for k, v in found.items()),
+            "add questions (vqa), captions with negative_captions (itm), refs (grounding) or captions (captioning)",
+            code="EF907")
+    if ev.vqa and ev.vqa_out_of_vocabulary == len(ev.vqa) and not (ev.itm or ev.grounding):
+        raise ValidationError(f"evaluation set {name}: none of its {len(ev.vqa)} answers is in the model's answer vocabulary",
+                              f"answers the model knows: {', '.join(list(answers)[:12])}...", code="EF907")
+    return ev
+
+
+# ----------------------------------------------------------------------------- predictors
+
+Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class Feeds:
+    """Pre-built batches per task, shared by the reference and every artifact."""
+
+    pixel_values: np.ndarray
+    batches: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]]  # task -> [(rows, feed)]
+
+
+def build_feeds(ev: EvalSet, tokenizer: Any, image_size: int, max_text_length: int, batch_size: int,
+                pad_to: int | None = None) -> Feeds:
+    from edgefuse.data.preprocess import preprocess_images
+
+    pix = preprocess_images([it.image for it in ev.items], size=image_size)
+    pairs: dict[str, list[tuple[int, str]]] = {
+        "vqa": [(i, q) for i, q, _ in ev.vqa],
+        "itm": [(i, c) for i, c, _ in ev.itm],
+        "grounding": [(i, p) for i, p, _ in ev.grounding],
+        # every gallery image with every gallery caption, row-major: sim[i, j]
+        "retrieval": [(i, c) for i, _ in ev.retrieval for _, c in ev.retrieval],
+    }
+    batches: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+    for task, rows in pairs.items():
+        out = []
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s: s + batch_size]
+            img = np.array([i for i, _ in chunk], dtype=np.int64)
+            ids, mask = tokenizer.encode_batch([t for _, t in chunk], max_length=max_text_length, pad_to=pad_to)
+            out.append((img, {"pixel_values": np.ascontiguousarray(pix[img]), "input_ids": ids, "attention_mask": mask}))
+        batches[task] = out
+    return Feeds(pix, batches)
+
+
+_TASK_TENSORS = {"vqa": ("vqa_logits",), "itm": ("itm_logits",), "grounding": ("box", "grounding_attention")}
+
+
+def collect(predict: Predict, feeds: Feeds, ev: EvalSet, captioner: Callable[[np.ndarray], tuple[list[str], np.ndarray | None]] | None = None,
+            caption_batch: int = DEFAULT_BATCH) -> TaskOutputs:
+    """Run one model over all task feeds; keep each task's own outputs."""
+    out = TaskOutputs()
+    for task, names in _TASK_TENSORS.items():
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for rows, feed in feeds.batches.get(task, []):
+            res = predict(feed)
+            for n in names:
+                if n in res:  # rows beyond len(rows) only fill a fixed-size batch
+                    parts[n].append(np.asarray(res[n], dtype=np.float32)[: len(rows)])
+        for n, p in parts.items():
+            if p:
+                out.tensors[n] = np.concatenate(p)
+    if feeds.batches.get("retrieval"):
+        margins = []
+        for rows, feed in feeds.batches["retrieval"]:
+            lg = np.asarray(predict(feed)["itm_logits"], dtype=np.float64)[: len(rows)]
+            margins.append(lg[:, 1] - lg[:, 0])
+        k = len(ev.retrieval)
+        out.retrieval = np.concatenate(margins).reshape(k, k)
+    if captioner is not None and ev.captions:
+        idx = np.array([i for i, _ in ev.captions], dtype=np.int64)
+        caps: list[str] = []
+        toks: list[np.ndarray] = []
+        for s in range(0, len(idx), caption_batch):
+            c, t = captioner(np.ascontiguousarray(feeds.pixel_values[idx[s: s + caption_batch]]))
+            caps += c
+            if t is not None:
+                toks.append(np.asarray(t, dtype=np.float32))
+        out.captions = caps
+        if toks:
+            out.tensors["image_tokens"] = np.concatenate(toks)
+    return out
+
+
+def torch_predictor(model: Any) -> Predict:
+    import torch
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            res = model(*(torch.from_numpy(feed[k]) for k in ("pixel_values", "input_ids", "attention_mask")))
+        return {k: v.float().numpy() for k, v in res.items()}
+
+    return run
+
+
+def torch_captioner(model: Any, tokenizer: Any) -> Callable[[np.ndarray], tuple[list[str], np.ndarray]]:
+    import torch
+
+    def run(pix: np.ndarray) -> tuple[list[str], np.ndarray]:
+        with torch.inference_mode():
+            t = torch.from_numpy(pix)
+            ids = model.generate(t)
+            tokens = model.encode_image(t)
+        return tokenizer.decode_batch(ids.numpy()), tokens.float().numpy()
+
+    return run
+
+
+def runner_captioner(folder: Path, manifest: dict[str, Any], provider: str, tokenizer: Any,
+                     ) -> tuple[Callable[[np.ndarray], tuple[list[str], np.ndarray]], list[Any]]:
+    """Greedy captions through export's torch-free generation loop over image_encoder + decoder."""
+    from edgefuse.export.generation import CaptionGenerator, GenerationConfig
+    from edgefuse.runtime.runners import open_runner
+
+    if not isinstance(manifest.get("generation"), dict):
+        raise ValidationError(f"captioning artifact {folder} has no 'generation' settings in its manifest",
+                              "re-export it with `edgefuse export museum-caption`", code="EF913")
+    enc = open_runner(folder, provider=provider, file="image_encoder.onnx").activate()
+    dec = open_runner(folder, provider=provider, file="decoder.onnx").activate()
+    gen = CaptionGenerator(enc, dec, GenerationConfig.from_dict(manifest["generation"]))
+
+    def run(pix: np.ndarray) -> tuple[list[str], np.ndarray]:
+        ids = gen.generate(pix)  # greedy, as the reference's model.generate
+        return tokenizer.decode_batch(ids), gen.encode(pix)
+
+    return run, [enc, dec]
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+@dataclass
+class ArtifactInfo:
+    path: Path
+    name: str
+    manifest: dict[str, Any]
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", "?"))
+
+
+def _weights_sha(manifest: dict[str, Any]) -> str | None:
+    m: Any = manifest
+    while isinstance(m, dict):
+        if m.get("weights_sha256"):
+            return str(m["weights_sha256"])
+        m = m.get("parent")
+    return None
+
+
+def inspect_artifact(path: str | Path, model: str, weights_sha: str) -> ArtifactInfo:
+    """Read an artifact's manifest and check it was made from the reference model and weights."""
+    p = Path(path)
+    if not p.exists():
+        parent = p.parent if str(p.parent) else Path(".")
+        found = sorted(x.name for x in parent.iterdir() if (x / MANIFEST_NAME).is_file()) if parent.is_dir() else []
+        raise ValidationError(f"artifact {p} not found",
+                              f"artifacts found in {parent}: {', '.join(found)}" if found else f"no artifact folders in {parent}; run `edgefuse export` first",
+                              code="EF908")
+    folder = p.parent if p.is_file() else p
+    if not (folder / MANIFEST_NAME).is_file():
+        present = sorted(x.name for x in folder.iterdir())[:10] if folder.is_dir() else []
+        raise ValidationError(f"{folder} has no {MANIFEST_NAME}, so it is not an edgefuse artifact",
+                              f"found: {', '.join(present) or 'nothing'}; pass a folder written by `edgefuse export` or `edgefuse quantize`",
+                              code="EF908")
+    try:
+        manifest = read_manifest(folder)
+    except ArtifactError as e:
+        raise ValidationError(f"artifact {folder}: {e.message}", e.hint, code="EF908") from e
+    made_from = manifest.get("model")
+    if made_from != model:
+        raise ValidationError(f"artifact {folder} was made from model '{made_from}', the reference is '{model}'",
+                              f"pass --model {made_from}, or validate artifacts of {model}", code="EF909")
+    sha = _weights_sha(manifest)
+    if sha is None:
+        raise ValidationError(f"artifact {folder} does not record the weights it was made from (no weights_sha256)",
+                              "re-export it with `edgefuse export`", code="EF910")
+    if sha != weights_sha:
+        raise ValidationError(f"artifact {folder} was made from weights sha256 {sha[:12]}…, the reference weights are {weights_sha[:12]}…",
+                              "re-export from the weights you validate against, or pass --weights with the file it was made from",
+                              code="EF910")
+    name = folder.name if p.is_dir() else f"{folder.name}/{p.name}"
+    return ArtifactInfo(p, name, manifest)
+
+
+def _unique_names(infos: list[ArtifactInfo]) -> None:
+    seen: dict[str, int] = {}
+    for a in infos:
+        if a.name in seen:
+            seen[a.name] += 1
+            a.name = f"{a.name}#{seen[a.name]}"
+        else:
+            seen[a.name] = 1
+
+
+def _sensitivity(info: ArtifactInfo) -> tuple[list[tuple[str, float]] | None, str | None]:
+    """Per-layer SQNR from the quantize stage's JSON beside the artifact, if present."""
+    folder = info.path if info.path.is_dir() else info.path.parent
+    for f in sorted(folder.glob("*sensitivity*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("cannot read %s", f)
+            continue
+        rows = data.get("groups") or data.get("layers") or data.get("entries") or data.get("sensitivity") if isinstance(data, dict) else data
+        if isinstance(rows, dict):
+            rows = [{"name": k, **(v if isinstance(v, dict) else {"sqnr_db": v})} for k, v in rows.items()]
+        out = []
+        for r in rows or []:
+            if not isinstance(r, dict):
+                continue
+            name = r.get("name") or r.get("group") or r.get("node") or r.get("tensor")
+            v = next((r[k] for k in ("sqnr_db", "sqnr", "SQNR") if isinstance(r.get(k), (int, float))), None)
+            if name is not None and v is not None and math.isfinite(float(v)):
+                out.append((str(name), float(v)))
+        if out:
+            return out, f.name
+    return None, None
+
+
+# --------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Reference:
+    """The FP32 PyTorch model with everything validation needs from its zoo entry."""
+
+    name: str
+    weights_path: Path
+    weights_sha: str
+    tasks: list[str]
+    answers: list[str]
+    tokenizer: Any
+    image_size: int
+    max_text_length: int
+    model: Any
+
+
+def load_reference(model: str, weights: str | Path | None) -> Reference:
+    from edgefuse.models.zoo import get_entry, load_model
+
+    entry = get_entry(model)
+    wpath = Path(weights) if weights is not None else entry.weights_file
+    if not wpath.is_file():
+        raise ValidationError(f"reference weights {wpath} not found", "train them with `edgefuse train`, or pass --weights", code="EF911")
+    module = load_model(model, weights=wpath)
+    folder = wpath.parent
+    from edgefuse.data.tokenizer import Tokenizer, default_tokenizer
+
+    tokenizer = Tokenizer.load(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else default_tokenizer()
+    if (folder / "answers.json").is_file():
+        answers = [str(a) for a in json.loads((folder / "answers.json").read_text())]
+    else:
+        from edgefuse.data.museum import answer_vocabulary
+
+        answers = answer_vocabulary()
+    return Reference(model, wpath, sha256_file(wpath), list(entry.tasks), answers, tokenizer, entry.image_size,
+                     entry.max_text_length, module)
+
+
+def _vocabulary(tok: Any) -> tuple[Any, ...]:
+    """What decides the ids a text gets: the token of every id and the special ids (the
+    serialised JSON is not canonical, so its hash changes on a save/load round trip)."""
+    return (tok.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.unk_id, tok.mask_id,
+            tuple(tok.id_to_token(i) for i in range(tok.vocab_size)))
+
+
+def _check_artifact_text(info: ArtifactInfo, ref: Reference) -> None:
+    """The artifact's tokenizer and answer list must be the reference's, or answers would not line up."""
+    folder = info.path if info.path.is_dir() else info.path.parent
+    tok = folder / "tokenizer.json"
+    if tok.is_file():
+        from edgefuse.data.tokenizer import Tokenizer
+
+        if _vocabulary(Tokenizer.load(tok)) != _vocabulary(ref.tokenizer):
+            raise ValidationError(f"artifact {info.name}: tokenizer.json differs from the reference model's",
+                                  "re-export the artifact from the same weights folder", code="EF912")
+    ans = folder / "answers.json"
+    if ans.is_file() and [str(a) for a in json.loads(ans.read_text())] != ref.answers:
+        raise ValidationError(f"artifact {info.name}: answers.json differs from the reference model's answer vocabulary",
+                              "re-export the artifact from the same weights folder", code="EF912")
+
+
+def _fixed_dim(info: ArtifactInfo, input_name: str, axis: int) -> int | None:
+    for spec in info.manifest.get("inputs") or []:
+        if spec.get("name") == input_name and len(spec.get("shape", [])) > axis and isinstance(spec["shape"][axis], int):
+            return int(spec["shape"][axis])
+    return None
+
+
+def validate(artifacts: Sequence[str | Path], model: str | None = None, weights: str | Path | None = None,
+             eval_set: str | Path = MUSEUM, n: int | None = None, gates: Sequence[GateConfig] | None = None,
+             config: EdgeConfig | str | Path | None = None, report_dir: str | Path | None = None, provider: str = "cpu",
+             batch_size: int = DEFAULT_BATCH, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+             confidence: float = DEFAULT_CONFIDENCE, threads: int = 0, command: str = "",
+             progress: Callable[[str], None] | None = None) -> ValidationReport:
+    """Validate artifacts against the FP32 PyTorch model; write reports if `report_dir` is given.
+
+    The report's `exit_code` is 0 when every gate passed (or did not apply) and 1 when a gate
+    failed; anything that stops validation raises ValidationError (or another EdgeFuseError).
+    """
+    t0 = time.perf_counter()
+    say = progress or (lambda msg: log.info(msg))
+    cfg = config if isinstance(config, EdgeConfig) else load_config(config)
+    gate_list = list(cfg.gates if gates is None else gates)
+    check_gates(gate_list)
+    if not artifacts:
+        raise ValidationError("no artifact given", "pass one or more artifact folders (e.g. artifacts/museum-dual-int8)", code="EF908")
+    if resamples < 10:
+        raise ValidationError(f"resamples {resamples} is too few for an interval", "use 1000", code="EF914")
+    if batch_size < 1:
+        raise ValidationError(f"batch size {batch_size} must be >= 1", "use e.g. 32", code="EF914")
+
+    if model is None:
+        made = [read_manifest(Path(a) if Path(a).is_dir() else Path(a).parent).get("model") for a in artifacts if Path(a).exists()
+                and ((Path(a) if Path(a).is_dir() else Path(a).parent) / MANIFEST_NAME).is_file()]
+        model = made[0] if made and made[0] else cfg.model.name
+    from edgefuse.models.zoo import list_models
+
+    if model not in list_models():
+        raise ValidationError(f"unknown reference model '{model}'", suggest(model, list_models()), code="EF915")
+    if weights is None and model == cfg.model.name:
+        weights = cfg.model.weights
+    ref = load_reference(model, weights)
+    infos = [inspect_artifact(a, ref.name, ref.weights_sha) for a in artifacts]
+    _unique_names(infos)
+    for info in infos:
+        _check_artifact_text(info, ref)
+
+    ev = build_eval_set(eval_set, n, ref.tasks, ref.answers)
+    labels = ev.labels()
+    pad_to = next((d for d in (_fixed_dim(i, "input_ids", 1) for i in infos) if d), None)
+    fixed_batches = [d for d in (_fixed_dim(i, "pixel_values", 0) for i in infos) if d]
+    if fixed_batches:
+        batch_size = min(fixed_batches)
+        if any(b != batch_size for b in fixed_batches):
+            raise ValidationError("artifacts have different fixed batch sizes", f"found {sorted(set(fixed_batches))}", code="EF914")
+    feeds = build_feeds(ev, ref.tokenizer, ref.image_size, ref.max_text_length, batch_size, pad_to)
+    if fixed_batches:  # a fixed-batch engine gets full batches only: pad the last one by repeating rows
+        for task, bl in feeds.batches.items():
+            for j, (rows, feed) in enumerate(bl):
+                if len(rows) < batch_size:
+                    take = np.resize(np.arange(len(rows)), batch_size)
+                    bl[j] = (rows, {k: v[take] for k, v in feed.items()})
+
+    say(f"reference: {ref.name} FP32 PyTorch on {ev.source}")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    tr = time.perf_counter()
+    captioning = "captioning" in ref.tasks
+    ref_out = collect(torch_predictor(ref.model), feeds, ev,
+                      torch_captioner(ref.model, ref.tokenizer) if captioning else None)
+    log.info("reference ran in %.1f s", time.perf_counter() - tr)
+
+    samples = _samples(ev, ref_out)
+    reports: list[ArtifactReport] = []
+    for info in infos:
+        say(f"artifact: {info.name} ({info.precision}) on {provider}")
+        ta = time.perf_counter()
+        from edgefuse.runtime.runners import open_runner
+
+        opened: list[Any] = []
+        try:
+            if captioning:
+                folder = info.path if info.path.is_dir() else info.path.parent
+                cap, opened = runner_captioner(folder, info.manifest, provider, ref.tokenizer)
+                art_out = collect(lambda feed: {}, feeds, ev, cap)
+            else:
+                opts = {"threads": threads} if threads and provider == "cpu" else {}
+                runner = open_runner(info.path, provider=provider, **opts).activate()
+                opened.append(runner)
+                names = set(runner.output_names)
+                art_out = collect(lambda feed: {k: v for k, v in runner.infer(feed).items() if k in names}, feeds, ev)
+        finally:
+            for r in opened:
+                r.deactivate()
+        res = score(labels, ref_out, art_out, resamples=resamples, seed=seed, confidence=confidence)
+        outs = sorted(set(ref_out.tensors) & set(art_out.tensors))
+        sample_idx = [k for k, _ in samples]
+        reports.append(ArtifactReport(
+            name=info.name, path=str(info.path), precision=info.precision, provider=provider,
+            manifest={k: info.manifest.get(k) for k in ("model", "family", "tasks", "precision", "opset", "weights_sha256", "created_by",
+                                                         "tool_versions") if k in info.manifest},
+            metrics=res, gates=evaluate_gates(gate_list, info.name, res, ref.tasks, outs),
+            histograms={o: error_histogram(ref_out.tensors[o], art_out.tensors[o]) for o in outs},
+            sample_boxes=[list(map(float, art_out.tensors["box"][k])) for k in sample_idx] if "box" in art_out.tensors else [],
+            sample_attention=[art_out.tensors["grounding_attention"][k] for k in sample_idx] if "grounding_attention" in art_out.tensors else [],
+            seconds=time.perf_counter() - ta,
+        ))
+        reports[-1].sensitivity, reports[-1].sensitivity_source = _sensitivity(info)
+
+    report = ValidationReport(
+        model={"name": ref.name, "weights": str(ref.weights_path), "weights_sha256": ref.weights_sha, "tasks": ref.tasks},
+        eval_set={"source": ev.source, "images": len(ev.items), "items": ev.counts(),
+                  "vqa_answers_outside_vocabulary": ev.vqa_out_of_vocabulary},
+        reference=reference_scores(labels, ref_out), artifacts=reports, gates=gate_list,
+        bootstrap={"resamples": resamples, "seed": seed, "confidence": confidence, "method": "paired percentile bootstrap over items"},
+        samples=[s for _, s in samples],
+        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool_versions=tool_versions("torch", "onnx", "onnxruntime", "numpy"), command=command,
+    )
+    report.seconds = time.perf_counter() - t0
+    if report_dir is not None:
+        write_reports(report, report_dir)
+    return report
+
+
+def _samples(ev: EvalSet, ref: TaskOutputs) -> list[tuple[int, GroundingSample]]:
+    """The first grounding phrase of the first few images, with the reference's box and attention."""
+    if "box" not in ref.tensors:
+        return []
+    out, seen = [], set()
+    for k, (img, phrase, box) in enumerate(ev.grounding):
+        if img in seen:
+            continue
+        seen.add(img)
+        att = ref.tensors.get("grounding_attention")
+        out.append((k, GroundingSample(ev.items[img].image, phrase, list(box), list(map(float, ref.tensors["box"][k])),
+                                       None if att is None else att[k])))
+        if len(out) >= SAMPLES_SHOWN:
+            break
+    return out
