@@ -263,3 +263,23 @@ def test_generation_fast_enough_for_training():
     museum.generate("train", 50)
     per_image = (time.perf_counter() - t) / 50
     assert per_image < 0.05  # sanity bound only (aim < 2 ms); speed is measured in benchmarks/
+
+
+def test_custom_seed_streams_differ_per_split():
+    a = museum.generate("train", 2, seed=7)
+    b = museum.generate("val", 2, seed=7)
+    c = museum.generate("train", 2)
+    assert not np.array_equal(a[0].image, b[0].image)
+    assert not np.array_equal(a[0].image, c[0].image)
+    assert np.array_equal(a[1].image, museum.generate("train", 2, seed=7)[1].image)
+    with pytest.raises(DataError):
+        museum.generate("train", 1, seed=-1)
+    with pytest.raises(DataError):
+        museum.generate("nope", 1, seed=3)
+
+
+def test_objects_stay_visible_at_model_size():
+    """Smallest exhibit side after preprocessing to 64 px: a few pixels, not a speck."""
+    items = museum.generate("train", 300)
+    sides = [min(e.box[2], e.box[3]) * museum.MODEL_IMAGE_SIZE for it in items for e in it.exhibits]
+    assert min(sides) >= 4.5

@@ -128,3 +128,21 @@ def test_preprocessor_feed(image):
     assert pre([image], ["x"], pad_to=32)["input_ids"].shape == (1, 32)
     with pytest.raises(DataError):
         pre([image], ["a", "b"])
+
+
+def test_exif_rotation_applied(image):
+    im = Image.fromarray(image[:, :64])  # 64 wide, 128 tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes())
+    assert load_image(buf.getvalue()).size == (128, 64)
+
+
+def test_sixteen_bit_png_scaled(tmp_path):
+    a = np.full((8, 8), 65535, np.uint16)
+    a[0, 0] = 0
+    path = tmp_path / "deep.png"
+    Image.fromarray(a).save(path)
+    got = np.asarray(load_image(path))
+    assert got.shape == (8, 8, 3) and got[1, 1, 0] == 255 and got[0, 0, 0] == 0

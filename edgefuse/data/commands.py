@@ -29,20 +29,17 @@ def data(
     from edgefuse.errors import DataError
 
     console = Console()
-    base_seed = museum.split_seed(split)  # typo -> near-miss suggestion
-    default_n = museum.SPLITS[split][0]
-    count = default_n if n is None else n
+    museum.stream_seed(split, seed)  # split typo -> near-miss suggestion, before any work
+    count = museum.SPLITS[split][0] if n is None else n
     if count < 1:
         raise DataError(f"--n must be >= 1, got {count}", "pass the number of images to write", code="EF211")
-    use_seed = base_seed if seed is None else seed
-    prefix = split if seed is None else f"{split}-s{seed}"
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{split}", total=count)
 
         def items():
-            for i in range(count):
-                yield museum.make_item(use_seed, i, f"{prefix}-{i:05d}")
+            for item in museum.iter_items(split, count, seed):
+                yield item
                 progress.advance(task)
 
         written = write_dataset(items(), out, overwrite=overwrite)

@@ -9,6 +9,7 @@ boxes from the drawn pixels, so answers, captions and boxes always agree with th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,27 +145,43 @@ def generate(split: str, n: int | None = None, seed: int | None = None) -> list[
 
     `seed` replaces the split's fixed seed (for extra data); the ids then carry it.
     """
-    default_n, default_seed = SPLITS[split] if split in SPLITS else (0, split_seed(split))
-    n = default_n if n is None else n
+    return list(iter_items(split, n, seed))
+
+
+def iter_items(split: str, n: int | None = None, seed: int | None = None) -> Iterator[MuseumItem]:
+    """Like generate, one item at a time (writing a big split without holding it in memory)."""
+    base = stream_seed(split, seed)
+    n = SPLITS[split][0] if n is None else n
     if n < 0:
         raise DataError(f"n must be >= 0, got {n}", "pass a positive number of images", code="EF211")
-    base = default_seed if seed is None else seed
     prefix = split if seed is None else f"{split}-s{seed}"
-    return [make_item(base, i, f"{prefix}-{i:05d}") for i in range(n)]
+    for i in range(n):
+        yield make_item(base, i, f"{prefix}-{i:05d}")
 
 
-def iter_layouts(split: str, n: int | None = None, seed: int | None = None):
+def stream_seed(split: str, seed: int | None = None) -> tuple[int, ...]:
+    """Seed words of a split's image stream; a custom seed differs per split too."""
+    fixed = split_seed(split)
+    if seed is None:
+        return (fixed,)
+    if not isinstance(seed, int) or seed < 0:
+        raise DataError(f"seed must be an integer >= 0, got {seed!r}", "e.g. --seed 7", code="EF212")
+    return (seed, list(SPLITS).index(split) + 1)
+
+
+def iter_layouts(
+    split: str, n: int | None = None, seed: int | None = None
+) -> Iterator[tuple[Layout, np.random.Generator]]:
     """Layouts only (no drawing): the text side of a split, fast (used to build the tokenizer)."""
-    default_n, default_seed = SPLITS[split] if split in SPLITS else (0, split_seed(split))
-    n = default_n if n is None else n
-    base = default_seed if seed is None else seed
+    base = stream_seed(split, seed)
+    n = SPLITS[split][0] if n is None else n
     for i in range(n):
         rng = _rng(base, i)
         yield sample_layout(rng), rng
 
 
-def make_item(seed: int, index: int, image_id: str) -> MuseumItem:
-    """Item `index` of the stream `seed`: independent of every other index."""
+def make_item(seed: int | tuple[int, ...], index: int, image_id: str) -> MuseumItem:
+    """Item `index` of the stream `seed` (see stream_seed): independent of every other index."""
     rng = _rng(seed, index)
     layout = sample_layout(rng)
     bare = [Exhibit(p.category, p.colour, p.size, p.position) for p in layout.exhibits]
@@ -183,9 +200,10 @@ def make_item(seed: int, index: int, image_id: str) -> MuseumItem:
     )
 
 
-def _rng(seed: int, index: int, stream: str = "scene") -> np.random.Generator:
+def _rng(seed: int | tuple[int, ...], index: int, stream: str = "scene") -> np.random.Generator:
     """One generator per (seed, index, stream): scene + text draws apart from pixel noise."""
-    return np.random.default_rng(np.random.SeedSequence([seed, index, _STREAMS[stream]]))
+    words = [seed] if isinstance(seed, int) else list(seed)
+    return np.random.default_rng(np.random.SeedSequence([*words, index, _STREAMS[stream]]))
 
 
 _STREAMS = {"scene": 0, "pixels": 1}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgefuse.errors import DataError
 
@@ -107,7 +107,9 @@ def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
             with Image.open(fp) as im:
                 _check_pixels(im.size, max_pixels, label)
                 im.load()
-                return _to_rgb(im)
+                # phone photos store "rotate me" in EXIF: show the model what the visitor saw
+                upright = ImageOps.exif_transpose(im)
+                return _to_rgb(upright if upright is not None else im)
     except DataError:
         raise
     except UnidentifiedImageError as e:
@@ -131,7 +133,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, label: str) -> 
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB; transparent pixels composited on white (as a browser shows them)."""
+    """RGB; transparent pixels composited on white (as a browser shows them); 16-bit scaled."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+        a = np.asarray(im, dtype=np.float32) / 257.0  # 0..65535 -> 0..255
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
