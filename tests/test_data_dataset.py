@@ -162,3 +162,27 @@ def test_cli_writes_split(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["data", "tset", str(tmp_path / "x")])
     assert e.value.code == 2
+
+
+def test_symlinked_images_and_windows_separators(tmp_path):
+    elsewhere = tmp_path / "store"
+    elsewhere.mkdir()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(elsewhere / "c.png")
+    root = _user_folder(tmp_path, [GOOD, json.dumps({"image": "linked\\c.png", "captions": ["a blue square"]})])
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    got = read_dataset(root)
+    assert got[1].image_id == "c" and tuple(got[1].image[0, 0]) == (0, 0, 255)
+    bad = _user_folder(tmp_path / "x", [json.dumps({"image": str(elsewhere / "c.png"), "captions": ["x"]})])
+    with pytest.raises(DataError) as e:
+        read_dataset(bad)
+    assert e.value.code == "EF205" and ":1" in e.value.message
+
+
+def test_summary_counts(items):
+    from edgefuse.data.dataset import summarize
+
+    s = summarize(items).to_dict()
+    assert s["images"] == len(items)
+    assert s["questions"] == sum(len(i.questions) for i in items)
+    assert s["answers"]["presence"] == {"yes": len(items), "no": len(items)}
+    assert s["refs"] == sum(len(i.refs) for i in items)

@@ -25,7 +25,7 @@ def data(
     from rich.progress import Progress
 
     from edgefuse.data import museum
-    from edgefuse.data.dataset import write_dataset
+    from edgefuse.data.dataset import Summary, write_dataset
     from edgefuse.errors import DataError
 
     console = Console()
@@ -33,20 +33,40 @@ def data(
     count = museum.SPLITS[split][0] if n is None else n
     if count < 1:
         raise DataError(f"--n must be >= 1, got {count}", "pass the number of images to write", code="EF211")
+    summary = Summary()
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{split}", total=count)
 
         def items():
             for item in museum.iter_items(split, count, seed):
+                summary.add(item)
                 yield item
                 progress.advance(task)
 
         written = write_dataset(items(), out, overwrite=overwrite)
     dt = time.perf_counter() - t0
     console.print(f"wrote {written} {split} images to {out} in {dt:.1f} s")
+    console.print(summary_table(summary))
     console.print(
         f"next: use it for calibration (edge_config.yaml: calibration.source: {out}) "
         f"or in Python: edgefuse.data.dataset.read_dataset('{out}')",
         soft_wrap=True,
     )
+
+
+def summary_table(summary):  # -> rich.table.Table
+    """Questions and answers per kind, plus the caption/phrase counts."""
+    from rich.table import Table
+
+    table = Table(title=(
+        f"{summary.images} images, {summary.questions} questions, {summary.captions} captions, "
+        f"{summary.negative_captions} negative captions, {summary.refs} phrases with boxes"
+    ))
+    table.add_column("kind")
+    table.add_column("questions", justify="right")
+    table.add_column("answers (count)")
+    for kind, counts in sorted(summary.answers.items()):
+        answers = ", ".join(f"{a} {c}" for a, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        table.add_row(kind, str(sum(counts.values())), answers)
+    return table

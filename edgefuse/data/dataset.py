@@ -74,7 +74,7 @@ def item_to_json(item: MuseumItem, image_rel: str) -> dict[str, Any]:
 def png_bytes(image: np.ndarray) -> bytes:
     """uint8 [H, W, 3] -> PNG bytes (same pixels -> same bytes)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=1)  # 2x faster than 6, 15 % larger
     return buf.getvalue()
 
 
@@ -133,7 +133,11 @@ def iter_records(folder: str | os.PathLike[str]) -> Iterator[Record]:
                 rec = _parse_line(root, ann, lineno, text)
                 where = f"{ann}:{lineno}"
                 if rec.image_id in seen:
-                    raise DataError(f"{where}: duplicate image id '{rec.image_id}'", "give every image its own id", code="EF208")
+                    raise DataError(
+                        f"{where}: duplicate image id '{rec.image_id}'",
+                        "one line per image: put all its questions and captions on that line, or give each line its own id",
+                        code="EF208",
+                    )
                 seen.add(rec.image_id)
                 yield rec
         except UnicodeDecodeError as e:
@@ -160,12 +164,14 @@ def _parse_line(root: Path, ann: Path, lineno: int, text: str) -> Record:
         raise DataError(f"{where}: needs 'questions' or 'captions'", "add at least one question or caption", code="EF204")
     negatives = _strings(obj.get("negative_captions"), "negative_captions", where)
     refs = _refs(obj.get("refs"), where)
-    path = (root / image).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise DataError(f"{where}: image path '{image}' leaves the dataset folder", "use a path relative to the folder", code="EF205")
+    rel = image.replace("\\", "/")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts:  # lexical check: symlinked image folders still work
+        raise DataError(f"{where}: image path '{image}' leaves the dataset folder", "use a path relative to the folder, e.g. images/a.png", code="EF205")
+    path = root.joinpath(*parts)
     if not path.is_file():
         raise DataError(f"{where}: image '{image}' not found", f"put it at {root / image}", code="EF206")
-    image_id = obj.get("id", Path(image).stem)
+    image_id = obj.get("id", Path(rel).stem)
     if not isinstance(image_id, str) or not image_id:
         raise DataError(f"{where}: 'id' must be a non-empty string", "or leave it out to use the file name", code="EF205")
     exhibits = _exhibits(obj.get("exhibits"), where)
@@ -269,3 +275,44 @@ def iter_dataset(folder: str | os.PathLike[str], max_pixels: int | None = DEFAUL
     """Like read_dataset, lazily: for folders too big to hold in memory."""
     for rec in iter_records(folder):
         yield load_record(rec, max_pixels)
+
+
+class Summary:
+    """Counts of a dataset as it streams past: images, texts, answers per question kind."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.images = 0
+        self.captions = 0
+        self.negative_captions = 0
+        self.refs = 0
+        self.answers: dict[str, Counter[str]] = {}
+
+    def add(self, item: MuseumItem) -> None:
+        from collections import Counter
+
+        self.images += 1
+        self.captions += len(item.captions)
+        self.negative_captions += len(item.negative_captions)
+        self.refs += len(item.refs)
+        for q in item.questions:
+            self.answers.setdefault(q.kind or "(none)", Counter())[q.answer] += 1
+
+    @property
+    def questions(self) -> int:
+        return sum(sum(c.values()) for c in self.answers.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images, "questions": self.questions, "captions": self.captions,
+            "negative_captions": self.negative_captions, "refs": self.refs,
+            "answers": {k: dict(sorted(c.items())) for k, c in sorted(self.answers.items())},
+        }
+
+
+def summarize(items: Iterable[MuseumItem]) -> Summary:
+    s = Summary()
+    for it in items:
+        s.add(it)
+    return s
