@@ -201,3 +201,64 @@ def test_seeded_build_is_deterministic():
     a, b = zoo.build_model("museum-gated", seed=3), zoo.build_model("museum-gated", seed=3)
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), k
+
+
+def test_too_long_text_is_a_typed_error(models):
+    pixels, ids, mask = _inputs(1, 33)
+    with pytest.raises(ModelError) as e:
+        models["museum-dual"](pixels, ids, mask)
+    assert e.value.code == "EF307" and "33" in e.value.message
+    with pytest.raises(ModelError):
+        models["museum-caption"](pixels, ids, mask)
+
+
+def test_grounding_attention_is_last_layer_cls_to_patch_attention(models):
+    model = models["museum-dual"]
+    pixels, ids, mask = _inputs(2, 6, seed=4)
+    with torch.no_grad():
+        feats = model.forward_features(pixels, ids, mask)
+        out = model(pixels, ids, mask)
+        # recompute the last layer's text->image attention by hand from its inputs
+        image = model.image_encoder(pixels)
+        text = model.text_encoder(ids, mask)
+        for layer in model.fusion[:-1]:
+            text, image, _, _ = layer(text, image, mask)
+        last = model.fusion[-1]
+        t, _ = last.text_self(text, text, mask)
+        t = last.text_norms[0](text + t)
+        v, _ = last.image_self(image, image)
+        v = last.image_norms[0](image + v)
+        _, w = last.text_cross(t, v)
+    expected = w[:, :, 0, 1:].mean(1)
+    expected = expected / expected.sum(-1, keepdim=True)
+    assert torch.allclose(feats["text_to_image_attention"], w, atol=1e-6)
+    assert torch.allclose(out["grounding_attention"], expected, atol=1e-6)
+
+
+def test_config_json_beside_weights_sets_the_architecture(tmp_path: Path):
+    import json
+
+    small = zoo.build_model("museum-single", layers=1, dim=64, ffn_dim=128)
+    zoo.save_weights(small, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in small.config.items() if k != "tasks"}))
+    loaded = zoo.load_model("museum-single", weights=tmp_path / "model.safetensors")
+    assert loaded.config["layers"] == 1 and loaded.config["dim"] == 64
+    assert zoo.count_parameters(loaded) == zoo.count_parameters(small)
+
+
+def test_models_command_lists_the_zoo():
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "edgefuse", "models", "--json"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["name"] for row in rows] == zoo.list_models()
+    for row in rows:
+        assert 0 < row["parameters"] <= 8_000_000 and row["size_mb"] <= 32
+        assert row["weights"] in ("shipped", "missing") or row["weights"].startswith("invalid")
+    bad = subprocess.run([sys.executable, "-m", "edgefuse", "models", "museum-dul"], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "museum-dual" in bad.stderr

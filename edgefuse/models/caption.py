@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgefuse.models.encoders import check_length
 from edgefuse.models.fusion import image_encoder_from
 from edgefuse.models.layers import CrossAttention, FeedForward, causal_bias, init_weights
 
@@ -95,6 +96,7 @@ class CaptionModel(nn.Module):
                 key_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         past = past_keys.shape[3]
         new = input_ids.shape[1]
+        check_length(past + new, self.max_length)
         x = self.word(input_ids) + self.position.weight[past:past + new][None]
         x = self.dropout(x)
         bias = causal_bias(new, past + new, past, x.device, x.dtype)

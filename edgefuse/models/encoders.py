@@ -12,6 +12,20 @@ from torch import Tensor, nn
 from edgefuse.models.layers import EncoderLayer
 
 
+def eager() -> bool:
+    """True outside export/compile tracing: only then may Python checks on shapes raise."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+def check_length(length: int, max_length: int) -> None:
+    """Typed error for text longer than the position table (eager only; export keeps shapes symbolic)."""
+    if eager() and length > max_length:
+        from edgefuse.errors import ModelError
+
+        raise ModelError(f"text length {length} exceeds the model's max_text_length {max_length}",
+                         f"tokenize with max_length <= {max_length}", code="EF307")
+
+
 class PatchEmbedding(nn.Module):
     """Image [B, 3, S, S] -> patch tokens [B, P, width] (Conv patchify + learned positions)."""
 
@@ -76,6 +90,7 @@ class TextEmbedding(nn.Module):
 
     def forward(self, input_ids: Tensor) -> Tensor:
         length = input_ids.shape[1]
+        check_length(length, self.max_length)
         x = self.word(input_ids) + self.position.weight[:length][None] + self.token_type.weight[0]
         return self.dropout(self.norm(x))
 
