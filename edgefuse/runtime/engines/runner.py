@@ -42,8 +42,9 @@ class _Engine:
             if hasattr(runtime, "get_engine_validity"):  # TensorRT-RTX: ask before deserializing
                 validity, diag = runtime.get_engine_validity(blob)
                 if getattr(validity, "name", str(validity)) == "INVALID":
-                    raise EngineError(f"{trt.__name__} reports engine {self.name} invalid on this machine (diagnostics {int(diag)})",
-                                      "rebuild the engine for this GPU and driver", code="EF827")
+                    reasons = [k for k, v in trt.EngineInvalidityDiagnostics.__members__.items() if int(diag) & int(v)]
+                    raise EngineError(f"{trt.__name__} reports engine {self.name} invalid on this machine: "
+                                      f"{', '.join(reasons) or int(diag)}", "rebuild the engine for this GPU and driver", code="EF827")
             self.engine = runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
             errs = cap.errors()
