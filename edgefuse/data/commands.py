@@ -49,11 +49,11 @@ def data(
     console.print(f"wrote {written} {split} images to {out} in {dt:.1f} s")
     console.print(summary_table(summary))
     console.print(
-        f"next: use it for calibration (edge_config.yaml: calibration.source: {out}) "
-        f"or in Python: edgefuse.data.dataset.read_dataset('{out}')",
+        f"next: edgefuse validate ARTIFACT_FOLDER --eval-set {out}  "
+        f"(or calibrate on it: calibration.source: {out} in edge_config.yaml)",
         soft_wrap=True,
+        markup=False,
     )
-
 
 def summary_table(summary):  # -> rich.table.Table
     """Questions and answers per kind, plus the caption/phrase counts."""

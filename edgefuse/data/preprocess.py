@@ -161,7 +161,8 @@ def _from_array(a: np.ndarray, label: str, max_pixels: int | None) -> Image.Imag
             a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)  # floats are taken as 0..1
         else:
             raise DataError(f"{label} array has dtype {a.dtype}", "pass uint8 0..255 or float 0..1", code="EF225")
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(a)))
+    im = Image.fromarray(np.ascontiguousarray(a))
+    return im if im.mode == "RGB" else _to_rgb(im)
 
 
 def resize_image(image: Image.Image, size: int, resample: str = "bilinear") -> np.ndarray:
@@ -178,6 +179,9 @@ def preprocess_images(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Images -> float32 [B, 3, S, S]: RGB 0..1, bilinear resize to S, then (x - mean) / std.
+
+    Non-square photos are squashed, not cropped: museum answers depend on what is at the left
+    and right edges ("what is on the left?"), which a centre crop would cut off.
 
     `images` is a list of anything `load_image` takes, or a uint8 array [B, H, W, 3].
     `size` overrides `config.image_size`.
