@@ -262,3 +262,15 @@ def test_build_refuses_existing_output_without_overwrite(built, probe_artifacts,
 def test_target_config_dataclass_used_by_build_is_the_schema() -> None:
     t = TargetConfig(flavour="tensorrt-rtx", profiles={"batch": ProfileShape(1, 2, 4)})
     assert t.strongly_typed and t.optimization_level == 3
+
+
+def test_open_runner_dispatches_engine_folders(built) -> None:
+    from edgefuse.runtime.runners import open_runner
+
+    folder = built["fp16"].folder
+    for path in (folder, folder / "model.engine"):
+        r = open_runner(path, threads=2)  # ONNX Runtime-only options are ignored for engines
+        assert isinstance(r, EngineRunner) and r.folder == folder
+    with pytest.raises(EngineError) as e:
+        open_runner(folder, workspace=1)
+    assert e.value.code == "EF832"

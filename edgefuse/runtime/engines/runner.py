@@ -164,7 +164,10 @@ class EngineRunner(Runner):
 
 def open_engine_runner(path: str | os.PathLike[str], device: int = 0, **options: Any) -> EngineRunner:
     """Factory used by edgefuse.runtime.runners.open_runner for engine folders and files."""
-    unknown = sorted(k for k in options if k not in ("provider",))
+    ignored = {k: options.pop(k) for k in ("provider", "threads", "optimization") if k in options}
+    if ignored:  # ONNX Runtime settings that callers pass to any runner; an engine has none of them
+        log.debug("engine runner ignores %s", ", ".join(ignored))
+    unknown = sorted(options)
     if unknown:
         raise EngineError(f"engine runner does not take option(s) {', '.join(unknown)}", "options: device", code="EF832")
     return EngineRunner(path, device=device)
