@@ -92,7 +92,8 @@ class Worker:
         self.pipeline = pipeline
         self.settings = settings
         self.stats = stats
-        self.queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, settings.queue_size))
+        # Admission (KioskState.admit) bounds requests to queue_size + max_batch; this bound is a backstop.
+        self.queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, settings.queue_size + settings.max_batch))
         self._held: list[_Job] = []  # non-ask jobs pulled while gathering a batch
         self.thread = threading.Thread(target=self._loop, name="edgefuse-kiosk-worker", daemon=True)
         self.thread.start()
@@ -260,6 +261,25 @@ class KioskState:
         self.error: str | None = None
         self.warm_up: dict[str, Any] = {}
         self.started = time.time()
+        # Requests inside the app at once (parsing, preprocessing, queued, running). Admission is
+        # decided on arrival, so an overloaded kiosk answers 503 at once instead of letting work
+        # pile up in front of the model queue.
+        self.max_inflight = settings.queue_size + settings.max_batch
+        self.inflight = 0
+        self._inflight_lock = threading.Lock()
+
+    def admit(self) -> float:
+        """Admit a request or refuse it with 503; returns its deadline (perf_counter seconds)."""
+        with self._inflight_lock:
+            if self.inflight >= self.max_inflight:
+                self.stats.add("rejected_full")
+                raise RunnerError("the kiosk is busy (request queue full)", "try again in a moment", code="EF790")
+            self.inflight += 1
+        return time.perf_counter() + self.settings.deadline_ms / 1000.0
+
+    def release(self) -> None:
+        with self._inflight_lock:
+            self.inflight -= 1
 
     def load(self) -> None:
         """Load the pipeline and answer one warm-up request; only then report ready."""
@@ -284,14 +304,21 @@ class KioskState:
         if self.pipeline is not None:
             self.pipeline.close()
 
-    async def submit(self, kind: str, *args: Any) -> Any:
+    async def submit(self, kind: str, deadline: float, *args: Any) -> Any:
+        """Queue model work and wait for it; 503 when the queue is full or the deadline passes."""
         if not self.ready or self.worker is None:
             raise RunnerError("the kiosk is still loading" if self.error is None else "the kiosk failed to load",
                               "wait for /readyz" if self.error is None else self.error, code="EF793")
-        job = _Job(kind, args, time.perf_counter() + self.settings.deadline_ms / 1000.0)
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            self.stats.add("expired")
+            raise RunnerError("the request ran past its deadline before it reached the model", "the kiosk is busy; try again",
+                              code="EF791")
+        job = _Job(kind, args, deadline)
         self.worker.submit(job)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=self.settings.deadline_ms / 1000.0 + 1.0)
+            # the worker drops jobs whose deadline passed while queued; a batch already running is awaited
+            return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=remaining + 1.0)
         except asyncio.TimeoutError:
             raise RunnerError("the request ran past its deadline", "the kiosk is busy; try again", code="EF792") from None
 
@@ -425,10 +452,14 @@ def create_app(factory: Callable[[], Any], settings: ServerSettings | None = Non
         """multipart: image (file), question (text), top_k (optional, 1..20) -> answer, confidence, top_k."""
         pipeline = need_ready()
         t0 = time.perf_counter()
-        data, question, form = await read_form(request, "question")
-        top_k = int_field(form, "top_k", 5, 1, 20)
-        pv, question = await run_in_threadpool(pipeline.prepare, data, question, "question")
-        answer = await state.submit("ask", pv, question, top_k)
+        deadline = state.admit()
+        try:
+            data, question, form = await read_form(request, "question")
+            top_k = int_field(form, "top_k", 5, 1, 20)
+            pv, question = await run_in_threadpool(pipeline.prepare, data, question, "question")
+            answer = await state.submit("ask", deadline, pv, question, top_k)
+        finally:
+            state.release()
         return {**answer.to_dict(), "question": question, "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.post("/api/ground")
@@ -436,11 +467,14 @@ def create_app(factory: Callable[[], Any], settings: ServerSettings | None = Non
         """multipart: image, phrase -> box (x, y, w, h in 0..1), box_pixels, png_base64 (box drawn)."""
         pipeline = need_ready()
         t0 = time.perf_counter()
-        data, phrase, _ = await read_form(request, "phrase")
-        if "grounding" not in pipeline.tasks:
+        deadline = state.admit()
+        try:
+            data, phrase, _ = await read_form(request, "phrase")
             pipeline._require("grounding")
-        await run_in_threadpool(pipeline.prepare, data, phrase, "phrase")  # refuse bad input before queueing
-        g = await state.submit("ground", data, phrase)
+            await run_in_threadpool(pipeline.prepare, data, phrase, "phrase")  # refuse bad input before queueing
+            g = await state.submit("ground", deadline, data, phrase)
+        finally:
+            state.release()
         return {**g.to_dict(), "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.post("/api/match")
@@ -448,11 +482,14 @@ def create_app(factory: Callable[[], Any], settings: ServerSettings | None = Non
         """multipart: image, caption -> score (probability the caption describes the photo)."""
         pipeline = need_ready()
         t0 = time.perf_counter()
-        data, caption, _ = await read_form(request, "caption")
-        if "itm" not in pipeline.tasks:
+        deadline = state.admit()
+        try:
+            data, caption, _ = await read_form(request, "caption")
             pipeline._require("itm")
-        await run_in_threadpool(pipeline.prepare, data, caption, "caption")
-        score = await state.submit("match", data, caption)
+            await run_in_threadpool(pipeline.prepare, data, caption, "caption")
+            score = await state.submit("match", deadline, data, caption)
+        finally:
+            state.release()
         return {"caption": " ".join(caption.split()), "score": score, "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.post("/api/caption")
@@ -460,12 +497,16 @@ def create_app(factory: Callable[[], Any], settings: ServerSettings | None = Non
         """multipart: image, num_beams (optional, 1..8) -> caption text."""
         pipeline = need_ready()
         t0 = time.perf_counter()
-        data, _, form = await read_form(request, None)
-        beams = int_field(form, "num_beams", 1, 1, 8)
         if pipeline.captioner is None:
             raise RunnerError("this kiosk has no captioning model", "start it with --caption-artifact", code="EF751")
-        await run_in_threadpool(pipeline.load_images, [data])
-        c = await state.submit("caption", data, beams)
+        deadline = state.admit()
+        try:
+            data, _, form = await read_form(request, None)
+            beams = int_field(form, "num_beams", 1, 1, 8)
+            await run_in_threadpool(pipeline.load_images, [data])
+            c = await state.submit("caption", deadline, data, beams)
+        finally:
+            state.release()
         return {**c.to_dict(), "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     if settings.max_upload_bytes:
@@ -477,5 +518,6 @@ def serve(factory: Callable[[], Any], settings: ServerSettings, host: str = "127
     """Run the kiosk with uvicorn (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(factory, settings), host=host, port=port, log_level="warning", timeout_keep_alive=5,
-                limit_concurrency=max(64, settings.queue_size * 4))
+    # The app's own admission control answers overload with JSON 503s; uvicorn's limit is only a backstop.
+    uvicorn.run(create_app(factory, settings), host=host, port=port, log_level="warning", timeout_keep_alive=30,
+                limit_concurrency=max(1024, settings.queue_size * 16))
