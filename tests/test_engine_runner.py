@@ -69,7 +69,8 @@ def test_engine_runner_matches_onnx(tmp_path) -> None:
                                              "profiles": {"batch": {"min": 1, "opt": 2, "max": 4},
                                                           "text_length": {"min": 4, "opt": 8, "max": 16}}}}})
     res = build_engines(art, "here", cfg, out=tmp_path / "engine")
-    with open_runner(art) as ref, open_runner(res.folder) as eng:
+    cache = tmp_path / "rtx.runtime-cache"
+    with open_runner(art) as ref, open_runner(res.folder, runtime_cache=cache) as eng:
         for batch, length in ((1, 4), (3, 11), (4, 16)):
             feed = probe_feed(batch, length)
             a, b = ref.infer(feed)["vqa_logits"], eng.infer(feed)["vqa_logits"]
@@ -78,6 +79,7 @@ def test_engine_runner_matches_onnx(tmp_path) -> None:
             assert cos > 0.999
         with pytest.raises(EngineShapeError):
             eng.infer(probe_feed(5, 8))
+    assert cache.stat().st_size > 0  # compiled kernels kept for the next activation
 
 
 @pytest.mark.gpu

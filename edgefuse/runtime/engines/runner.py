@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class _Engine:
     """One deserialized engine with its context, stream-side buffers and manifest entry."""
 
-    def __init__(self, trt: Any, runtime: Any, entry: dict[str, Any], blob: bytes) -> None:
+    def __init__(self, trt: Any, runtime: Any, entry: dict[str, Any], blob: bytes, runtime_cache: Path | None = None) -> None:
         from edgefuse.runtime.engines.flavours import capture
 
         self.entry = entry
@@ -50,7 +50,18 @@ class _Engine:
             errs = cap.errors()
             raise EngineError(f"could not deserialize engine {self.name}: {errs[0] if errs else 'unknown error'}",
                               "rebuild the engine on this machine with `edgefuse build`", code="EF827")
-        self.context = self.engine.create_execution_context()
+        self.runtime_cache_path = runtime_cache
+        self.runtime_cache: Any = None
+        if runtime_cache is not None and hasattr(self.engine, "create_runtime_config"):
+            # TensorRT-RTX compiles kernels for the GPU on first use; its runtime cache keeps them across runs
+            rc = self.engine.create_runtime_config()
+            self.runtime_cache = rc.create_runtime_cache()
+            if runtime_cache.is_file():
+                self.runtime_cache.deserialize(runtime_cache.read_bytes())
+            rc.set_runtime_cache(self.runtime_cache)
+            self.context = self.engine.create_execution_context(rc)
+        else:
+            self.context = self.engine.create_execution_context()
         if self.context is None:
             raise EngineError(f"could not create an execution context for {self.name}", "check free GPU memory", code="EF828")
         self.trt = trt
@@ -95,6 +106,13 @@ class _Engine:
         return results
 
     def free(self) -> None:
+        if self.runtime_cache is not None and self.runtime_cache_path is not None:
+            from edgefuse.artifacts import atomic_write_bytes
+
+            try:
+                atomic_write_bytes(self.runtime_cache_path, bytes(self.runtime_cache.serialize()))
+            except Exception as e:  # noqa: BLE001 - a cache that cannot be saved only costs compile time next run
+                log.warning("could not save the runtime cache %s: %s", self.runtime_cache_path, e)
         for b in self.buffers.values():
             b.free()
         self.buffers.clear()
@@ -105,10 +123,12 @@ class _Engine:
 class EngineRunner(Runner):
     """Runner over an engine folder written by `edgefuse build` (one engine, or a split set)."""
 
-    def __init__(self, path: str | os.PathLike[str], device: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], device: int = 0, runtime_cache: str | os.PathLike[str] | None = None) -> None:
+        """`runtime_cache`: TensorRT-RTX kernel cache file, loaded on activate and saved on deactivate."""
         super().__init__()
         self.folder, self.manifest = read_engine_manifest(Path(path))
         self.device = device
+        self.runtime_cache = Path(runtime_cache) if runtime_cache is not None else None
         self.name = f"{self.manifest['flavour']}:{self.folder.name}"
         self._engines: list[_Engine] = []
         self._stream: Any = None
@@ -137,7 +157,13 @@ class EngineRunner(Runner):
         self._runtime = trt.Runtime(get_logger(trt))
         self._stream = cuda.Stream()
         try:
-            self._engines = [_Engine(trt, self._runtime, e, blobs[str(e["name"])]) for e in self.manifest["engines"]]
+            self._engines = []
+            for e in self.manifest["engines"]:
+                cache = None
+                if self.runtime_cache is not None:
+                    cache = self.runtime_cache if len(self.manifest["engines"]) == 1 else \
+                        self.runtime_cache.with_name(f"{self.runtime_cache.stem}.{e['name']}{self.runtime_cache.suffix}")
+                self._engines.append(_Engine(trt, self._runtime, e, blobs[str(e["name"])], cache))
         except BaseException:
             self._deactivate()
             raise
@@ -162,12 +188,13 @@ class EngineRunner(Runner):
         self._runtime = None
 
 
-def open_engine_runner(path: str | os.PathLike[str], device: int = 0, **options: Any) -> EngineRunner:
+def open_engine_runner(path: str | os.PathLike[str], device: int = 0, runtime_cache: str | os.PathLike[str] | None = None,
+                       **options: Any) -> EngineRunner:
     """Factory used by edgefuse.runtime.runners.open_runner for engine folders and files."""
     ignored = {k: options.pop(k) for k in ("provider", "threads", "optimization") if k in options}
     if ignored:  # ONNX Runtime settings that callers pass to any runner; an engine has none of them
         log.debug("engine runner ignores %s", ", ".join(ignored))
     unknown = sorted(options)
     if unknown:
-        raise EngineError(f"engine runner does not take option(s) {', '.join(unknown)}", "options: device", code="EF832")
-    return EngineRunner(path, device=device)
+        raise EngineError(f"engine runner does not take option(s) {', '.join(unknown)}", "options: device, runtime_cache", code="EF832")
+    return EngineRunner(path, device=device, runtime_cache=runtime_cache)
