@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgefuse.errors import ExportError, VerificationError
+from edgefuse.export.families import DECODER_FILE, ENCODER_FILE
 from edgefuse.export.generation import CaptionGenerator, GenerationConfig
 from edgefuse.export.onnx_export import export_onnx, torch_reference
 from edgefuse.export.spec import ExportSpec, caption_decoder_spec, caption_encoder_spec
@@ -25,8 +26,6 @@ from edgefuse.export.verify import Case, OutputCheck, make_cases, ort_session, v
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILE = "image_encoder.onnx"
-DECODER_FILE = "decoder.onnx"
 
 
 @dataclass
@@ -59,7 +58,8 @@ def caption_specs(model: nn.Module) -> tuple[ExportSpec, ExportSpec, GenerationC
 
 
 def export_caption(model: nn.Module, folder: str | Path, opset: int = 18, verify: bool = True,
-                   pixel_values: np.ndarray | None = None, num_beams: int = 3) -> CaptionExport:
+                   pixel_values: np.ndarray | None = None, num_beams: int = 3,
+                   specs: tuple[ExportSpec, ExportSpec] | None = None) -> CaptionExport:
     """Write image_encoder.onnx + decoder.onnx into `folder` and verify them (fatal on a miss).
 
     `pixel_values` [N, 3, S, S] are the images captioned end to end (real museum images from
@@ -68,6 +68,11 @@ def export_caption(model: nn.Module, folder: str | Path, opset: int = 18, verify
     folder = Path(folder)
     model = model.eval()
     enc, dec, gen = caption_specs(model)
+    if specs is not None:  # the registry's specs (same shapes; checked against the model's)
+        enc, dec = specs
+        if enc.outputs[0].shape != caption_specs(model)[0].outputs[0].shape:
+            raise ExportError(f"image_tokens shape {enc.outputs[0].shape} in the spec does not match the model",
+                              "the zoo config and the weights disagree", code="EF422")
     export_onnx(model, enc, folder / ENCODER_FILE, opset, method="encode_image")
     export_onnx(model, dec, folder / DECODER_FILE, opset, method="decode_step")
     result = CaptionExport(specs={ENCODER_FILE: enc, DECODER_FILE: dec}, generation=gen)
