@@ -186,3 +186,9 @@ def test_summary_counts(items):
     assert s["questions"] == sum(len(i.questions) for i in items)
     assert s["answers"]["presence"] == {"yes": len(items), "no": len(items)}
     assert s["refs"] == sum(len(i.refs) for i in items)
+
+
+def test_utf8_bom_and_crlf_accepted(tmp_path):
+    root = _user_folder(tmp_path, [])
+    (root / ANNOTATIONS).write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\r\n")
+    assert [g.image_id for g in read_dataset(root)] == ["a"]

@@ -61,6 +61,8 @@ def test_padding_masks_and_truncation(tok):
     assert ids.shape[0] == 0
     with pytest.raises(DataError):
         tok.encode_batch("one string")
+    with pytest.raises(DataError):
+        tok.encode_batch(["ok", None])
 
 
 def test_save_load_round_trip(tok, tmp_path):

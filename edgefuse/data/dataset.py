@@ -122,7 +122,7 @@ def iter_records(folder: str | os.PathLike[str]) -> Iterator[Record]:
         )
     seen: set[str] = set()
     try:
-        f = open(ann, encoding="utf-8")
+        f = open(ann, encoding="utf-8-sig")  # tolerate the BOM some Windows editors write
     except OSError as e:
         raise DataError(f"cannot read {ann}: {e.strerror}", "check permissions", code="EF202") from e
     with f:

@@ -102,7 +102,12 @@ class Tokenizer:
         limit = max_length if pad_to is None else min(max_length, pad_to)
         if limit < 2:
             raise DataError(f"pad_to {pad_to} leaves no room for [CLS] and [SEP]", "use pad_to >= 3", code="EF243")
-        encs = self._tok.encode_batch([str(t) for t in texts], add_special_tokens=False)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise DataError(
+                f"text {bad[0]} is {type(texts[bad[0]]).__name__}, not a string", "pass a list of strings", code="EF243"
+            )
+        encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
         rows = [[self.cls_id, *e.ids[: limit - 2], self.sep_id] for e in encs]
         width = pad_to if pad_to is not None else max((len(r) for r in rows), default=2)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
