@@ -40,24 +40,36 @@ def torch_available() -> bool:
         return False
 
 
+def _stale(folder: Path, model: str) -> bool:
+    """A cached export of random-init weights is stale once trained weights ship with the package."""
+    shipped = Path(__file__).resolve().parents[1] / "models" / "weights" / model / "model.safetensors"
+    try:
+        source = str(json.loads((folder / "manifest.json").read_text()).get("weights_source") or "")
+    except (OSError, ValueError):
+        return True
+    return source.startswith("random-init") and shipped.is_file()
+
+
 def default_artifact(model: str = DEFAULT_MODEL, export_if_missing: bool = True) -> Path:
     """The cached FP32 artifact of a shipped model, exported on first use when torch is installed.
 
     A kiosk without torch gets a typed error naming the command that makes the artifact.
     """
     folder = cache_root() / "artifacts" / f"{model}-fp32"
-    if (folder / "manifest.json").is_file():
+    if (folder / "manifest.json").is_file() and not _stale(folder, model):
         return folder
     if not export_if_missing or not torch_available():
         raise ArtifactError(f"no artifact for the default model '{model}' at {folder}",
                             f"run `edgefuse export {model}` on a machine with torch and pass --artifact <folder>, "
                             f"or copy the folder to {folder}", code="EF610")
     try:
-        from edgefuse.export.artifact import export_artifact
+        from edgefuse.export.exporter import export_model
     except ImportError as e:
         raise ArtifactError(f"cannot export '{model}' here: {e}", f"run `edgefuse export {model}` and pass --artifact", code="EF611") from e
-    log.warning("exporting the default model %s to %s (first use)", model, folder)
-    export_artifact(model, folder)
+    from rich.console import Console
+
+    Console(stderr=True).print(f"first use: exporting the shipped model {model} to {folder} (once)")
+    export_model(model, folder, overwrite=True, created_by=f"edgefuse ask/serve: default artifact for {model}")
     return folder
 
 
