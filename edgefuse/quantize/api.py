@@ -1,0 +1,238 @@
+"""`quantize_artifact`: FP32 artifact folder in, FP16/INT8 artifact folder out.
+
+Steps: check the input is an FP32 ONNX artifact; build calibration data with the kiosk's
+preprocessing; let the recipe's backend prepare a Plan; measure per-group sensitivity; apply
+the accuracy budget if one is set; measure the final drops; write model.onnx, manifest
+(precision, parent manifest), tokenizer/answers copies, quantize_report.json and
+sensitivity.json into a staged folder that only appears when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgefuse.artifacts import (atomic_write_json, read_manifest, sha256_bytes, sha256_file, staged_dir, tool_versions,
+                                write_manifest)
+from edgefuse.errors import ArtifactError, QuantizeError
+from edgefuse.quantize.configs import QuantConfig, config_to_dict
+from edgefuse.quantize.graph import strip_debug_metadata
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+REPORT_FILE = "quantize_report.json"
+SENSITIVITY_FILE = "sensitivity.json"
+COPY_FILES = ("tokenizer.json", "answers.json")
+
+
+@dataclass
+class CalibrationOptions:
+    source: str = "museum"
+    num_samples: int = 256
+    seed: int = 0
+    cache_dir: str | None = ".edgefuse-cache"
+
+
+@dataclass
+class QuantizeOptions:
+    budget_metric: str | None = None
+    max_drop: float | None = None
+    eval_samples: int = 200  # labelled museum val samples per task for the metrics (0 = skip)
+    sensitivity: bool = True
+    sensitivity_samples: int = 16
+    threads: int = 1
+    budget_optional: bool = False  # budget from edge_config.yaml: skip (warn) if the model lacks the metric
+    overwrite: bool = False
+    created_by: str = "edgefuse quantize (Python API)"
+
+
+@dataclass
+class QuantizeResult:
+    folder: Path
+    precision: str
+    report: dict[str, Any] = field(default_factory=dict)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_output(artifact: Path, precision: str) -> Path:
+    name = artifact.name
+    for suffix in ("-fp32", "_fp32", ".fp32"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return artifact.with_name(f"{name}-{precision}")
+
+
+def load_fp32_artifact(artifact: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], onnx.ModelProto, str]:
+    """(folder, manifest, model, model sha256); typed errors for anything not an FP32 ONNX artifact."""
+    folder = Path(artifact)
+    if not folder.is_dir():
+        raise QuantizeError(f"artifact folder {folder} not found", "pass a folder written by `edgefuse export`", code="EF511")
+    manifest = read_manifest(folder)
+    precision = manifest.get("precision")
+    if precision != "fp32":
+        raise QuantizeError(f"{folder} holds a {precision} artifact, not fp32",
+                            "quantize the FP32 export (quantizing twice compounds the error)", code="EF512")
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        files = sorted(p.name for p in folder.glob("*.onnx"))
+        raise QuantizeError(f"{folder} has no {MODEL_FILE} (found: {', '.join(files) or 'none'})",
+                            "split captioning artifacts (image_encoder.onnx + decoder.onnx) are not quantized by this version",
+                            code="EF515")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise QuantizeError(f"cannot read {path}: {str(e).splitlines()[0][:160]}", "re-run `edgefuse export`", code="EF516") from e
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) or \
+            any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise QuantizeError(f"{path} is already reduced precision (manifest says fp32)", "quantize the FP32 export", code="EF512")
+    sha = (manifest.get("files") or {}).get(MODEL_FILE) or sha256_file(path)
+    return folder, manifest, model, sha
+
+
+def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out: str | os.PathLike[str] | None = None,
+                      calibration: CalibrationOptions | None = None, options: QuantizeOptions | None = None,
+                      progress: Callable[[str], None] | None = None) -> QuantizeResult:
+    """Quantize an FP32 artifact folder with `config`; returns the new folder and its report."""
+    from edgefuse.calibration import StatsCache, build_calibration
+    from edgefuse.data.preprocess import PreprocessConfig, Preprocessor
+    from edgefuse.data.tokenizer import Tokenizer
+    from edgefuse.quantize import budget as budget_mod
+    from edgefuse.quantize import evaluate as ev
+    from edgefuse.quantize.backends import Context
+    from edgefuse.quantize.registry import backend_for
+    from edgefuse.quantize.sensitivity import group_sensitivity, model_sqnr
+
+    cal = calibration or CalibrationOptions()
+    opt = options or QuantizeOptions()
+    say = progress or (lambda msg: log.info(msg))
+    if (opt.budget_metric is None) != (opt.max_drop is None):
+        raise QuantizeError("the accuracy budget needs both a metric and a max drop", "pass --budget-metric M --max-drop X",
+                            code="EF541")
+    folder, manifest, model, model_sha = load_fp32_artifact(artifact)
+    out_dir = Path(out) if out is not None else default_output(folder, config.precision)
+    if out_dir.exists() and not opt.overwrite:
+        raise ArtifactError(f"output {out_dir} already exists", "pass --overwrite to replace it", code="EF601")
+    if out_dir.resolve() == folder.resolve():
+        raise QuantizeError("output folder is the input artifact", "pass a different --out", code="EF517")
+    tok_path = folder / "tokenizer.json"
+    if not tok_path.is_file():
+        raise QuantizeError(f"{folder} has no tokenizer.json", "re-run `edgefuse export`", code="EF518")
+    tokenizer = Tokenizer.load(tok_path)
+    if isinstance(manifest.get("preprocess"), dict):
+        pcfg = PreprocessConfig.from_dict(manifest["preprocess"])
+    else:
+        pcfg = PreprocessConfig(image_size=int(manifest.get("image_size", 64)), max_text_length=int(manifest.get("max_text_length", 32)))
+    model_inputs = [i.name for i in model.graph.input]
+
+    say(f"calibration: {cal.num_samples} pairs from {cal.source}")
+    calib = build_calibration(cal.source, cal.num_samples, cal.seed, pcfg, tokenizer, model_inputs=model_inputs)
+    ctx = Context(model, model_sha, calib, StatsCache(cal.cache_dir), opt.threads)
+    plan = backend_for(config)(ctx, config)
+    say(f"{config.TYPE}: {len(plan.default)} of {len(plan.groups)} groups lowered by default")
+
+    sens_feeds = calib.feeds[: max(1, opt.sensitivity_samples)]
+    sensitivity: list[dict[str, Any]] = []
+    if opt.sensitivity or opt.budget_metric:
+        sensitivity = group_sensitivity(plan, model, sens_feeds, opt.threads)
+        say(f"sensitivity: {len(sensitivity)} groups measured")
+
+    answers = _answers(folder)
+    outputs = [o.name for o in model.graph.output]
+    es = ref_run = None
+    ref_metrics: dict[str, float] = {}
+    if opt.eval_samples > 0 or opt.budget_metric:
+        es = ev.build_eval_set(outputs, answers, Preprocessor(pcfg, tokenizer), n=max(opt.eval_samples, 8))
+        ref_run = ev.run_tasks(model, es, "simulated", opt.threads)
+        ref_metrics = ev.task_metrics(es, ref_run)
+
+    budget_report = None
+    if opt.budget_metric is not None and opt.budget_optional and opt.budget_metric not in ev.metric_drops(ref_metrics, ref_metrics):
+        log.warning("budget metric %s is not measurable for this model: budget skipped", opt.budget_metric)
+        say(f"budget metric {opt.budget_metric} not measurable for this model: skipped")
+    elif opt.budget_metric is not None and es is not None and ref_run is not None:
+        lowered, final, budget_report = budget_mod.apply_budget(plan, sensitivity, es, ref_run, ref_metrics, opt.budget_metric,
+                                                                float(opt.max_drop), opt.threads, progress=say)
+    else:
+        lowered = list(plan.default)
+        final = (plan.final_build or plan.build)(lowered)
+
+    lowered_nodes = set(plan.nodes_of(lowered))
+    kept = dict(plan.kept)
+    for g in plan.groups:
+        if g not in lowered and g in plan.default:
+            for n in plan.groups[g]:
+                kept[n] = [f"reverted by the accuracy budget ({opt.budget_metric} <= {opt.max_drop} pt)"]
+    metrics: dict[str, Any] = {}
+    if es is not None and ref_run is not None:
+        sim_vals, sim_drops = budget_mod.measure(final, es, ref_run, ref_metrics, plan.eval_mode, opt.threads)
+        metrics = {"reference_fp32": ref_metrics, plan.eval_mode: {"values": sim_vals, "drops": sim_drops}, "eval_samples": es.sizes}
+        if plan.eval_mode == "simulated":
+            cpu_vals, cpu_drops = budget_mod.measure(final, es, ref_run, ref_metrics, "cpu", opt.threads)
+            metrics["cpu_kernels"] = {"values": cpu_vals, "drops": cpu_drops}
+    output_sqnr = model_sqnr(model, final, sens_feeds, plan.eval_mode, opt.threads)
+
+    strip_debug_metadata(final)
+    data = final.SerializeToString()
+    report = {
+        "precision": config.precision,
+        "recipe": config_to_dict(config),
+        "parent": {"folder": str(folder), "model_sha256": model_sha},
+        "calibration": {**calib.identity(), "requested": cal.num_samples, "coverage": calib.coverage},
+        "groups": {"total": len(plan.groups), "lowered": sorted(lowered), "kept": sorted(g for g in plan.groups if g not in lowered)},
+        "lowered_nodes": len(lowered_nodes),
+        "kept_in_higher_precision": [{"node": n, "op": _op(model, n), "reasons": r} for n, r in sorted(kept.items())],
+        "output_sqnr_db": output_sqnr,
+        "metrics": metrics,
+        "budget": budget_report,
+        "details": plan.details,
+        "size_bytes": {"fp32": sum(p.stat().st_size for p in folder.glob("model.onnx*")), "quantized": len(data)},
+    }
+    new_manifest = _manifest(manifest, config.precision, data, report, opt.created_by)
+    with staged_dir(out_dir, overwrite=opt.overwrite) as tmp:
+        (tmp / MODEL_FILE).write_bytes(data)
+        for name in COPY_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, tmp / name)
+        atomic_write_json(tmp / REPORT_FILE, report)
+        atomic_write_json(tmp / SENSITIVITY_FILE, {"unit": "dB", "feeds": len(sens_feeds), "groups": sensitivity})
+        new_manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != "manifest.json"}
+        write_manifest(tmp, new_manifest)
+    say(f"wrote {out_dir}")
+    return QuantizeResult(out_dir, config.precision, report, sensitivity)
+
+
+def _answers(folder: Path) -> list[str] | None:
+    p = folder / "answers.json"
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except ValueError as e:
+        raise QuantizeError(f"{p} is not valid JSON", "re-run `edgefuse export`", code="EF518") from e
+    return data if isinstance(data, list) else data.get("answers")
+
+
+def _op(model: onnx.ModelProto, name: str) -> str:
+    return next((n.op_type for n in model.graph.node if n.name == name), "?")
+
+
+def _manifest(parent: dict[str, Any], precision: str, data: bytes, report: dict[str, Any], created_by: str) -> dict[str, Any]:
+    m = {k: v for k, v in parent.items() if k not in ("parent", "files", "created_by", "tool_versions", "verification")}
+    m.update({
+        "precision": precision,
+        "parent": parent,
+        "created_by": created_by,
+        "tool_versions": tool_versions("onnx", "onnxruntime", "nncf", "numpy"),
+        "quantization": {"recipe": report["recipe"], "model_sha256": sha256_bytes(data),
+                         "calibration_sha256": report["calibration"]["data_sha256"], "report": REPORT_FILE},
+    })
+    return m
