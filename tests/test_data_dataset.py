@@ -192,3 +192,22 @@ def test_utf8_bom_and_crlf_accepted(tmp_path):
     root = _user_folder(tmp_path, [])
     (root / ANNOTATIONS).write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\r\n")
     assert [g.image_id for g in read_dataset(root)] == ["a"]
+
+
+def test_cli_check_folder(tmp_path, capsys):
+    from edgefuse.cli import main
+
+    odd = json.dumps({"image": "images/a.png", "id": "z", "questions": [{"question": "what is it?", "answer": "a teapot"}]})
+    root = _user_folder(tmp_path, [odd])
+    with pytest.raises(SystemExit) as e:
+        main(["data", "check", str(root)])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "reads cleanly" in out and "a teapot" in out
+    (root / ANNOTATIONS).write_text(odd + "\n{broken\n")
+    with pytest.raises(SystemExit) as e:
+        main(["data", "check", str(root)])
+    assert e.value.code == 2
+    assert f"{ANNOTATIONS}:2" in capsys.readouterr().err.replace("\n", "")
+    with pytest.raises(SystemExit) as e:
+        main(["data", "chek", str(root)])
+    assert e.value.code == 2 and "check" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`edgefuse data`: write a museum split to a folder in the dataset format."""
+"""`edgefuse data`: write a museum split to a folder in the dataset format, or check a folder
+(`edgefuse data check FOLDER`) before training, calibrating or validating on it."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ def register(app: typer.Typer) -> None:
 
 
 def data(
-    split: str = typer.Argument(..., help="train, val or test"),
-    out: Path = typer.Argument(..., help="output folder (images/ + annotations.jsonl)"),
+    split: str = typer.Argument(..., help="train, val or test; or check (read FOLDER and report)"),
+    out: Path = typer.Argument(..., help="output folder (images/ + annotations.jsonl); the folder to check"),
     n: int | None = typer.Option(None, "--n", help="number of images (default: the split's size)"),
     seed: int | None = typer.Option(None, "--seed", help="replace the split's fixed seed (extra data)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
 ) -> None:
     """Write a museum split as images/<id>.png + annotations.jsonl (the format you bring your own data in)."""
+    from edgefuse.data.museum import SPLITS
+    from edgefuse.errors import DataError, suggest
+
+    if split == "check":
+        check(out)
+        return
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'", suggest(split, [*SPLITS, "check"]), code="EF210")
     import time
 
     from rich.console import Console
@@ -26,10 +35,9 @@ def data(
 
     from edgefuse.data import museum
     from edgefuse.data.dataset import Summary, write_dataset
-    from edgefuse.errors import DataError
 
     console = Console()
-    museum.stream_seed(split, seed)  # split typo -> near-miss suggestion, before any work
+    museum.stream_seed(split, seed)  # bad seed -> typed error, before any work
     count = museum.SPLITS[split][0] if n is None else n
     if count < 1:
         raise DataError(f"--n must be >= 1, got {count}", "pass the number of images to write", code="EF211")
@@ -70,3 +78,31 @@ def summary_table(summary):  # -> rich.table.Table
         answers = ", ".join(f"{a} {c}" for a, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         table.add_row(kind, str(sum(counts.values())), answers)
     return table
+
+
+def check(folder: Path) -> None:
+    """Read every line and image of a dataset folder; print counts and answers the zoo can't give."""
+    from rich.console import Console
+
+    from edgefuse.data.dataset import Summary, iter_dataset
+    from edgefuse.data.museum import answer_vocabulary
+    from edgefuse.errors import DataError
+
+    console = Console()
+    summary = Summary()
+    for item in iter_dataset(folder):  # any bad line or image raises a DataError naming it
+        summary.add(item)
+    if summary.images == 0:
+        raise DataError(f"{folder} has no items", "add one JSON object per image to annotations.jsonl", code="EF207")
+    console.print(f"ok: {folder} reads cleanly")
+    console.print(summary_table(summary))
+    known = set(answer_vocabulary())
+    outside = sorted({a for c in summary.answers.values() for a in c} - known)
+    if outside:
+        shown = ", ".join(outside[:10]) + (" ..." if len(outside) > 10 else "")
+        console.print(
+            f"note: {len(outside)} answers are outside the museum answer vocabulary ({shown}); "
+            "the shipped VQA heads cannot predict them",
+            markup=False,
+        )
+    console.print(f"next: edgefuse validate ARTIFACT_FOLDER --eval-set {folder}", markup=False, soft_wrap=True)
