@@ -94,7 +94,11 @@ def test_dual_model_with_minilm_tower():
     assert entry.config["vocab_size"] == 30522 and entry.config["tokenizer"].endswith("tokenizer.json")
     model = entry.build()
     folder = hf.minilm_folder()
-    ids, mask = _encode(folder, ["what colour is the vase?"], 10)
+    from edgefuse.data.tokenizer import Tokenizer
+
+    ids_np, mask_np = Tokenizer.load(entry.config["tokenizer"]).encode_batch(["what colour is the vase?"], 10)
+    ids, mask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)
+    assert torch.equal(ids, _encode(folder, ["what colour is the vase?"], ids.shape[1])[0])
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 64, 64), ids, mask)
         tower, _ = hf.load_bert_encoder(folder)

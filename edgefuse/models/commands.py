@@ -30,7 +30,7 @@ def models(
         entry = zoo.get_entry(n, **overrides)
         params = zoo.count_parameters(entry.build())
         rows.append({"name": n, "family": entry.family, "tasks": list(entry.tasks), "parameters": params,
-                     "size_mb": round(params * 4 / 2**20, 2), "weights": zoo.weights_status(n),
+                     "size_mb": round(params * 4 / 2**20, 2), "weights": zoo.weights_status(n) if not overrides else "n/a (overridden config)",
                      "weights_file": str(entry.weights_file), "default": n == zoo.DEFAULT_MODEL,
                      "description": entry.description,
                      **({"config": entry.config, "graphs": entry.graph_specs()} if name else {})})
