@@ -262,3 +262,28 @@ def test_models_command_lists_the_zoo():
     bad = subprocess.run([sys.executable, "-m", "edgefuse", "models", "museum-dul"], cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "museum-dual" in bad.stderr
+
+
+def test_pooled_gate_level_runs_and_ignores_padding():
+    model = zoo.build_model("museum-gated", gate_level="pooled")
+    pixels, ids, mask = _inputs(2, 5, seed=5)
+    padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], 1)
+    padded_mask = torch.cat([mask, torch.zeros(2, 3, dtype=torch.long)], 1)
+    with torch.no_grad():
+        a = model(pixels, ids, mask)["vqa_logits"]
+        b = model(pixels, padded, padded_mask)["vqa_logits"]
+    assert (a - b).abs().max().item() < 1e-5
+    with pytest.raises(ModelError):
+        zoo.build_model("museum-gated", gate_level="pooling")
+
+
+@pytest.mark.parametrize("name", ["museum-dual", "museum-single", "museum-gated", "museum-caption"])
+def test_shipped_weights_load(name):
+    if zoo.weights_status(name) == "missing":
+        pytest.skip(f"no shipped weights for {name} yet")
+    model = zoo.load_model(name)
+    assert not model.training
+    pixels, ids, mask = _inputs(1, 6)
+    with torch.no_grad():
+        out = model(pixels, ids, mask)
+    assert all(torch.isfinite(v).all() for v in out.values())
