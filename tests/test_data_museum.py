@@ -274,3 +274,18 @@ def test_objects_stay_visible_at_model_size():
     items = museum.generate("train", 300)
     sides = [min(e.box[2], e.box[3]) * museum.MODEL_IMAGE_SIZE for it in items for e in it.exhibits]
     assert min(sides) >= 4.5
+
+
+# Digests of the first 20 items per split. Shipped weights were trained and their cards measured
+# on these exact scenes: a change here is a data change (retrain, re-measure), never a refactor.
+# Same on numpy 2.4.6 / Pillow 13.0 (project CPU) and numpy 2.5.2 / Pillow 12.3 (lent GPU host).
+GOLDEN = {"train": "b3d906c9d9ca10a5", "val": "9ec628ab0d5c2305", "test": "9bae6c7a4db7357b"}
+
+
+@pytest.mark.parametrize("split", sorted(GOLDEN))
+def test_splits_unchanged(split):
+    h = hashlib.sha256()
+    for it in museum.generate(split, 20):
+        h.update(it.image.tobytes())
+        h.update(repr((it.questions, it.captions, it.negative_captions, it.refs, it.exhibits)).encode())
+    assert h.hexdigest()[:16] == GOLDEN[split], "museum data changed: retrain the shipped weights, then update GOLDEN"
