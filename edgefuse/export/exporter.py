@@ -187,10 +187,7 @@ def export_model(model: str = "museum-dual", out: str | Path | None = None, *, o
         return optimum_route.export_hf(model, out, opset=opset, overwrite=overwrite, verify=verify, created_by=created_by,
                                        output_dir=output_dir)
     out = Path(out) if out is not None else default_output(model, output_dir)
-    if out.exists() and not overwrite:
-        from edgefuse.errors import ArtifactError
-
-        raise ArtifactError(f"output {out} already exists", "pass --overwrite to replace it", code="EF601")
+    check_output(out, overwrite)
     if byo.is_factory_ref(model):
         if weights is not None:
             raise ExportError("--weights applies to zoo models", "load weights inside your factory", code="EF435")
@@ -234,6 +231,24 @@ def export_model(model: str = "museum-dual", out: str | Path | None = None, *, o
     seconds = time.perf_counter() - t0
     log.info("exported %s to %s in %.1f s", model, out, seconds)
     return ExportResult(out, manifest, checks, seconds)
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an existing or unwritable output before spending time on the export."""
+    import tempfile
+
+    from edgefuse.errors import ArtifactError
+
+    if out.exists() and not overwrite:
+        raise ArtifactError(f"output {out} already exists", "pass --overwrite to replace it", code="EF601")
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"output {out} is a file", "choose a folder path", code="EF602")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise ArtifactError(f"cannot write to {out.parent}: {e.strerror or e}", "choose a writable folder", code="EF602") from e
 
 
 def build_manifest(src: Source, folder: Path, spec: ExportSpec, opset: int, created_by: str | None,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgefuse.artifacts import sha256_file, staged_dir, tool_versions, write_manifest
-from edgefuse.errors import ArtifactError, ExportError
+from edgefuse.errors import ExportError
 from edgefuse.export.spec import AxisRange, ExportSpec, TensorSpec, Tolerance, image_feed, text_feed
 from edgefuse.export.verify import make_cases, summarize, verify_onnx
 
@@ -132,7 +132,7 @@ def export_hf(model: str, out: str | Path | None = None, *, opset: int = 18, ove
     """Export a local Hugging Face folder with Optimum and verify it; returns an ExportResult."""
     import tempfile
 
-    from edgefuse.export.exporter import ExportResult
+    from edgefuse.export.exporter import ExportResult, check_output
 
     t0 = time.perf_counter()
     folder = hf_folder(model)
@@ -140,8 +140,7 @@ def export_hf(model: str, out: str | Path | None = None, *, opset: int = 18, ove
     model_type = str(config.get("model_type", "?"))
     task = _pick_task(model_type, task)
     out = Path(out) if out is not None else Path(output_dir) / f"{folder.name}-fp32"
-    if out.exists() and not overwrite:
-        raise ArtifactError(f"output {out} already exists", "pass --overwrite to replace it", code="EF601")
+    check_output(out, overwrite)
     import torch
     from optimum.exporters.onnx import main_export
     from transformers import AutoModel

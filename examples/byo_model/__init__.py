@@ -1,0 +1,1 @@
+"""Bring-your-own-model example for `edgefuse export package.module:factory`."""
