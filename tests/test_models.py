@@ -287,3 +287,18 @@ def test_shipped_weights_load(name):
     with torch.no_grad():
         out = model(pixels, ids, mask)
     assert all(torch.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize("name", ["museum-dual", "museum-single", "museum-gated"])
+def test_fp16_forward_is_finite_and_close(name):
+    """Finite mask bias and LayerNorm eps keep the models FP16-safe (the FP16 artifacts rely on it)."""
+    model = zoo.build_model(name)
+    pixels, ids, mask = _inputs(3, 12, seed=6)
+    mask[2, 5:] = 0
+    with torch.no_grad():
+        ref = model(pixels, ids, mask)
+        half = model.half()(pixels.half(), ids, mask)
+    for k, v in half.items():
+        assert torch.isfinite(v).all(), k
+        scale = ref[k].abs().max().item() + 1e-3
+        assert (v.float() - ref[k]).abs().max().item() / scale < 2e-2, k

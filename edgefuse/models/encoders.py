@@ -78,7 +78,7 @@ class PatchEncoder(nn.Module):
 class TextEmbedding(nn.Module):
     """BERT embeddings: token + position (sliced by length) + token type 0, then LayerNorm."""
 
-    def __init__(self, vocab_size: int, width: int, max_length: int = 32, type_vocab_size: int = 2, eps: float = 1e-12,
+    def __init__(self, vocab_size: int, width: int, max_length: int = 32, type_vocab_size: int = 2, eps: float = 1e-5,
                  dropout: float = 0.0) -> None:
         super().__init__()
         self.word = nn.Embedding(vocab_size, width)
@@ -104,7 +104,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, width: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 256,
                  max_length: int = 32, out_dim: int | None = None, dropout: float = 0.0, type_vocab_size: int = 2,
-                 eps: float = 1e-12) -> None:
+                 eps: float = 1e-5) -> None:
         super().__init__()
         self.embed = TextEmbedding(vocab_size, width, max_length, type_vocab_size, eps, dropout)
         self.layers = nn.ModuleList([EncoderLayer(width, heads, ffn_dim, dropout, pre_norm=False, eps=eps)
