@@ -211,3 +211,19 @@ def test_cli_check_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["data", "chek", str(root)])
     assert e.value.code == 2 and "check" in capsys.readouterr().err
+
+
+def test_contact_sheet_and_preview(items, tmp_path):
+    from edgefuse.cli import main
+    from edgefuse.data.dataset import contact_sheet
+
+    sheet = contact_sheet(items[:10], columns=4)
+    assert sheet.shape == (3 * 128, 4 * 128, 3) and sheet.dtype == np.uint8
+    e = items[0].exhibits[0]
+    x0, y0 = round(e.box[0] * 128), round(e.box[1] * 128)
+    assert tuple(sheet[y0, x0]) == (255, 0, 255)  # box outline drawn at the box corner
+    out = tmp_path / "p"
+    with pytest.raises(SystemExit):
+        main(["data", "val", str(out), "--n", "3", "--preview"])
+    assert Image.open(out / "preview.png").size == (8 * 128, 128)
+    assert len(read_dataset(out)) == 3  # the extra file does not disturb reading

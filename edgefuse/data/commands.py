@@ -18,13 +18,14 @@ def data(
     n: int | None = typer.Option(None, "--n", help="number of images (default: the split's size)"),
     seed: int | None = typer.Option(None, "--seed", help="replace the split's fixed seed (extra data)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
+    preview: bool = typer.Option(False, "--preview", help="also write preview.png: the first 32 images with their boxes"),
 ) -> None:
     """Write a museum split as images/<id>.png + annotations.jsonl (the format you bring your own data in)."""
     from edgefuse.data.museum import SPLITS
     from edgefuse.errors import DataError, suggest
 
     if split == "check":
-        check(out)
+        check(out, preview)
         return
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'", suggest(split, [*SPLITS, "check"]), code="EF210")
@@ -46,13 +47,19 @@ def data(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{split}", total=count)
 
+        first: list = []
+
         def items():
             for item in museum.iter_items(split, count, seed):
                 summary.add(item)
+                if len(first) < 32:
+                    first.append(item)
                 yield item
                 progress.advance(task)
 
         written = write_dataset(items(), out, overwrite=overwrite)
+    if preview:
+        _write_preview(first, out, console)
     dt = time.perf_counter() - t0
     console.print(f"wrote {written} {split} images to {out} in {dt:.1f} s")
     console.print(summary_table(summary))
@@ -80,7 +87,21 @@ def summary_table(summary):  # -> rich.table.Table
     return table
 
 
-def check(folder: Path) -> None:
+def _write_preview(items: list, folder: Path, console) -> None:
+    import io
+
+    from PIL import Image
+
+    from edgefuse.artifacts import atomic_write_bytes
+    from edgefuse.data.dataset import contact_sheet
+
+    buf = io.BytesIO()
+    Image.fromarray(contact_sheet(items)).save(buf, format="PNG")
+    path = atomic_write_bytes(Path(folder) / "preview.png", buf.getvalue())
+    console.print(f"preview: {path}", markup=False)
+
+
+def check(folder: Path, preview: bool = False) -> None:
     """Read every line and image of a dataset folder; print counts and answers the zoo can't give."""
     from rich.console import Console
 
@@ -90,11 +111,16 @@ def check(folder: Path) -> None:
 
     console = Console()
     summary = Summary()
+    first: list = []
     for item in iter_dataset(folder):  # any bad line or image raises a DataError naming it
         summary.add(item)
+        if len(first) < 32:
+            first.append(item)
     if summary.images == 0:
         raise DataError(f"{folder} has no items", "add one JSON object per image to annotations.jsonl", code="EF207")
     console.print(f"ok: {folder} reads cleanly")
+    if preview:
+        _write_preview(first, folder, console)
     console.print(summary_table(summary))
     known = set(answer_vocabulary())
     outside = sorted({a for c in summary.answers.values() for a in c} - known)

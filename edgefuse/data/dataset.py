@@ -316,3 +316,28 @@ def summarize(items: Iterable[MuseumItem]) -> Summary:
     for it in items:
         s.add(it)
     return s
+
+
+def contact_sheet(items: list[MuseumItem], columns: int = 8, boxes: bool = True) -> np.ndarray:
+    """A grid of the items' images (uint8), with their exhibit or phrase boxes outlined: a look
+    at the data before training on it."""
+    from PIL import ImageDraw
+
+    if not items:
+        raise DataError("no items to show", "pass at least one item", code="EF207")
+    size = max(max(it.image.shape[:2]) for it in items)
+    rows = (len(items) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * size, rows * size), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, it in enumerate(items):
+        im = Image.fromarray(np.ascontiguousarray(it.image)).convert("RGB").resize((size, size))
+        x0, y0 = (k % columns) * size, (k // columns) * size
+        sheet.paste(im, (x0, y0))
+        if boxes:
+            shown = [e.box for e in it.exhibits] or [r.box for r in it.refs]
+            for x, y, w, h in dict.fromkeys(shown):
+                draw.rectangle(
+                    (x0 + x * size, y0 + y * size, x0 + (x + w) * size - 1, y0 + (y + h) * size - 1),
+                    outline=(255, 0, 255),
+                )
+    return np.asarray(sheet)

@@ -79,7 +79,7 @@ def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
     """Any supported image source -> RGB PIL image, fully decoded.
 
     Raises DataError for a missing file, bytes that are not an image, a truncated file, an
-    image over `max_pixels` (None = no limit) and arrays of a shape that is not an image.
+    image over `max_pixels` (None = only Pillow's own bomb guard, ~89 M pixels) and arrays of a shape that is not an image.
     `name` labels the source in error messages (e.g. 'annotations.jsonl line 3').
     """
     label = name or (str(src) if isinstance(src, (str, os.PathLike)) else type(src).__name__)
