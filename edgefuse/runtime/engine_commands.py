@@ -40,7 +40,10 @@ def build(
     for col in ("engine", "MB", "build s", "inputs (min / opt / max)"):
         table.add_column(col)
     for e in m["engines"]:
-        prof = "; ".join(f"{k} {v['min']} / {v['opt']} / {v['max']}" for k, v in e["profile_shapes"].items())
+        items = list(e["profile_shapes"].items())
+        prof = "; ".join(f"{k} {v['min']} / {v['opt']} / {v['max']}" for k, v in items[:3])
+        if len(items) > 3:
+            prof += f"; +{len(items) - 3} more inputs (manifest.json)"
         table.add_row(e["file"], f"{e['bytes'] / 1e6:.2f}", f"{e['build_seconds']:.2f}", prof)
     console.print(table)
     if m["build"].get("timing_cache_note"):

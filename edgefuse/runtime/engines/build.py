@@ -121,9 +121,30 @@ def default_output(artifact: Path, target: str) -> Path:
     return base.parent / f"{base.name}-{target}"
 
 
+def _ranges(manifest: Mapping[str, Any], target: TargetConfig) -> dict[str, tuple[int, int, int]]:
+    """The target's min/opt/max per axis, plus axes only the artifact declares (e.g. a decoder's
+    past_length): those take the artifact's own [min, max] range with opt in the middle."""
+    ranges = axis_ranges(target.profiles)
+    for axis, r in (manifest.get("dynamic_axes") or {}).items():
+        if axis in ranges or not isinstance(r, Mapping) or "max" not in r:
+            continue
+        lo, hi = int(r.get("min", 1)), int(r["max"])
+        ranges[axis] = (lo, int(r.get("opt", (lo + hi + 1) // 2)), hi)
+    declared = manifest.get("dynamic_axes") or {}
+    if {"new_length", "past_length"} <= set(declared) and "total_length" in declared and \
+            "new_length" not in target.profiles and "past_length" not in target.profiles:
+        # a KV-cache decoder step: past + new <= total, so the two ranges are coupled. The
+        # generation loop feeds one new token per step, so the engine is built for that.
+        total = int(declared["total_length"]["max"])
+        lo = int(declared["past_length"].get("min", 0))
+        ranges["new_length"] = (1, 1, 1)
+        ranges["past_length"] = (lo, max(lo, (total - 1) // 2), total - 1)
+    return ranges
+
+
 def _units(folder: Path, manifest: Mapping[str, Any], files: Sequence[Path], target_name: str, target: TargetConfig,
            split: bool) -> list[_Unit]:
-    ranges = axis_ranges(target.profiles)
+    ranges = _ranges(manifest, target)
     dla = target.dla_core is not None
     max_text = manifest.get("max_text_length")
     units = []
@@ -141,9 +162,14 @@ def _units(folder: Path, manifest: Mapping[str, Any], files: Sequence[Path], tar
             data = part.model.SerializeToString()
             units.append(_Unit(part.name, None, part.model, part.input_specs, part.output_specs, part.profile, sha256_bytes(data)))
         return units
+    components = manifest.get("components") or {}
     for f in files:
-        specs_in = manifest.get("inputs") if len(files) == 1 and manifest.get("inputs") else _io_specs(f, "input")
-        specs_out = manifest.get("outputs") if len(files) == 1 and manifest.get("outputs") else _io_specs(f, "output")
+        comp = components.get(f.name) or {}
+        if comp.get("inputs"):
+            specs_in, specs_out = comp["inputs"], comp.get("outputs") or _io_specs(f, "output")
+        else:
+            specs_in = manifest.get("inputs") if len(files) == 1 and manifest.get("inputs") else _io_specs(f, "input")
+            specs_out = manifest.get("outputs") if len(files) == 1 and manifest.get("outputs") else _io_specs(f, "output")
         shapes = profile_shapes(specs_in, ranges, target_name, max_text, dla)
         units.append(_Unit(f.stem, f, None, list(specs_in), list(specs_out), shapes, sha256_file(f)))
     return units
@@ -339,7 +365,8 @@ def _engine_manifest(parent: Mapping[str, Any], artifact: Path, files: Sequence[
         "hardware_compatibility": build.pop("hardware_compatibility"),
         "cuda_version": {"library_built_for": cuda_major_of_build(flavour), "runtime_at_build": cuda.runtime_version()},
         "target": {"name": target_name, **asdict(target)},
-        "profiles": {k: list(v) for k, v in axis_ranges(target.profiles).items()},
+        "profiles": {k: list(v) for k, v in _ranges(parent, target).items()},
+        "profile_sources": {k: ("target" if k in target.profiles else "artifact") for k in _ranges(parent, target)},
         "split": split,
         "engines": engines,
         "inputs": parent.get("inputs") or engines[0]["inputs"],

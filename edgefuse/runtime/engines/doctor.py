@@ -45,7 +45,8 @@ class DoctorReport:
 
     @property
     def ok(self) -> bool:
-        return all(c.status != "fail" for c in self.checks) and any(c.name == "parity" and c.status == "pass" for c in self.checks)
+        parity = [c for c in self.checks if c.name.startswith("parity")]
+        return all(c.status != "fail" for c in self.checks) and bool(parity) and all(c.status == "pass" for c in parity)
 
     def add(self, name: str, status: str, detail: str, **data: Any) -> Check:
         c = Check(name, status, detail, data)
@@ -79,10 +80,12 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-def eval_feeds(artifact_folder: Path, manifest: dict[str, Any], n: int, profile: dict[str, dict[str, list[int]]]) -> tuple[str,
-                                                                                                                         list[dict[str, np.ndarray]]]:
-    """(source description, feeds of batch 1): museum test items if the artifact has a tokenizer, else random in-profile inputs."""
-    names = [s["name"] for s in manifest.get("inputs", [])]
+def eval_feeds(artifact_folder: Path, manifest: dict[str, Any], n: int, profile: dict[str, dict[str, list[int]]],
+               inputs: list[dict[str, Any]] | None = None) -> tuple[str, list[dict[str, np.ndarray]]]:
+    """(source description, feeds of batch 1): museum test items if the model takes image + question and the
+    artifact has a tokenizer, else random inputs inside the profile. `inputs` overrides the manifest's input specs."""
+    inputs = list(inputs if inputs is not None else manifest.get("inputs", []))
+    names = [s["name"] for s in inputs]
     tok = artifact_folder / "tokenizer.json"
     if tok.is_file() and set(names) == {"pixel_values", "input_ids", "attention_mask"}:
         from edgefuse.data.museum import generate
@@ -105,7 +108,7 @@ def eval_feeds(artifact_folder: Path, manifest: dict[str, Any], n: int, profile:
         return f"museum test split, first {n} items", feeds
     rng = np.random.default_rng(0)
     feeds = []
-    specs = {s["name"]: s for s in manifest.get("inputs", [])}
+    specs = {s["name"]: s for s in inputs}
     for i in range(n):
         feed = {}
         for name, shapes in profile.items():
@@ -181,45 +184,63 @@ def run_doctor(
         report.add("build", "skip", "no artifact or engine given" if trt is not None else "library missing")
     report.engine = str(engine_dir) if engine_dir else None
 
-    runner = None
-    if engine_dir is not None:
-        from edgefuse.runtime.engines.runner import EngineRunner
-
-        try:
-            runner = EngineRunner(engine_dir)
-            runner.activate()
-            report.add("activate", "pass", f"{runner.name} deserialized on this GPU")
-        except EdgeFuseError as e:
-            report.add("activate", "fail", e.line())
-            runner = None if runner is None or not runner.is_active else runner
-    if runner is None:
+    if engine_dir is None:
+        report.add("activate", "skip", "no engine")
         report.add("parity", "skip", "no active engine to compare")
     else:
-        try:
-            _parity(report, runner, artifact, n, cosine_min)
-        finally:
-            runner.deactivate()
+        _activate_and_compare(report, engine_dir, artifact, n, cosine_min)
     report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report_dir / "doctor.json", report.to_dict())
     atomic_write_text(report_dir / "doctor.md", report.markdown())
     return report, report_dir
 
 
-def _parity(report: DoctorReport, runner: Any, artifact: str | Path | None, n: int, cosine_min: float) -> None:
+def _activate_and_compare(report: DoctorReport, engine_dir: Path, artifact: str | Path | None, n: int, cosine_min: float) -> None:
+    """Activate each runnable unit of the engine folder and compare it with its ONNX source."""
+    from edgefuse.runtime.engines.manifest import read_engine_manifest
+    from edgefuse.runtime.engines.runner import EngineRunner
+
+    try:
+        folder, manifest = read_engine_manifest(engine_dir)
+    except EdgeFuseError as e:
+        report.add("activate", "fail", e.line())
+        report.add("parity", "skip", "no readable engine manifest")
+        return
+    engines = manifest["engines"]
+    units: list[tuple[Path, str | None]] = [(folder, None)] if manifest.get("split") or len(engines) == 1 else \
+        [(folder / e["file"], str(e["source"])) for e in engines]
+    for path, onnx_file in units:
+        suffix = f" ({path.name})" if onnx_file else ""
+        runner = EngineRunner(path)
+        try:
+            runner.activate()
+            report.add("activate" + suffix, "pass", f"{runner.name} deserialized on this GPU")
+        except EdgeFuseError as e:
+            report.add("activate" + suffix, "fail", e.line())
+            report.add("parity" + suffix, "skip", "no active engine to compare")
+            continue
+        try:
+            _parity(report, runner, artifact, onnx_file, n, cosine_min, suffix)
+        finally:
+            runner.deactivate()
+
+
+def _parity(report: DoctorReport, runner: Any, artifact: str | Path | None, onnx_file: str | None, n: int, cosine_min: float,
+            suffix: str = "") -> None:
     """Engine vs the ONNX artifact on ONNX Runtime CPU: tensor metrics per output, top-1 agreement."""
     from edgefuse.parity.metrics import tensor_metrics
     from edgefuse.runtime.runners import open_runner
 
     source = Path(artifact) if artifact else Path(runner.manifest["source"]["artifact"])
     if not source.exists():
-        report.add("parity", "skip", f"source artifact {source} not found; pass ARTIFACT to compare")
+        report.add("parity" + suffix, "skip", f"source artifact {source} not found; pass ARTIFACT to compare")
         return
     folder = source if source.is_dir() else source.parent
     manifest = read_manifest(folder)
-    what, feeds = eval_feeds(folder, manifest, n, runner.profile_shapes)
+    what, feeds = eval_feeds(folder, manifest, n, runner.profile_shapes, runner.inputs)
     refs: dict[str, list[np.ndarray]] = {}
     outs: dict[str, list[np.ndarray]] = {}
-    with open_runner(source, provider="cpu") as ref:
+    with open_runner(folder if onnx_file else source, provider="cpu", file=onnx_file) as ref:
         for feed in feeds:
             r = ref.infer(feed)
             o = runner.infer(feed)
@@ -236,4 +257,4 @@ def _parity(report: DoctorReport, runner: Any, artifact: str | Path | None, n: i
         metrics[k] = m
         worst = min(worst, m["cosine"])
     status = "pass" if worst >= cosine_min else "fail"
-    report.add("parity", status, f"{what}: worst output cosine {worst:.5f} (needs >= {cosine_min})", metrics=metrics)
+    report.add("parity" + suffix, status, f"{what}: worst output cosine {worst:.5f} (needs >= {cosine_min})", metrics=metrics)

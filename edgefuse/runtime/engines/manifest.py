@@ -80,12 +80,13 @@ def check_gpu(manifest: Mapping[str, Any], device_cc: str) -> None:
                           "(see docs/hardware.md)", code="EF822")
 
 
-def verify_for_this_machine(folder: Path, manifest: Mapping[str, Any], device: int = 0) -> tuple[Any, dict[str, bytes]]:
+def verify_for_this_machine(folder: Path, manifest: Mapping[str, Any], device: int = 0,
+                            entries: list[Mapping[str, Any]] | None = None) -> tuple[Any, dict[str, bytes]]:
     """All checks before deserializing: file hashes, library flavour + version, GPU. Returns (trt module, engine bytes)."""
     from edgefuse.runtime.engines import cuda
     from edgefuse.runtime.engines.flavours import get_flavour, import_trt, library_version
 
-    blobs = {str(e["name"]): read_engine_bytes(folder, e) for e in manifest["engines"]}
+    blobs = {str(e["name"]): read_engine_bytes(folder, e) for e in (entries if entries is not None else manifest["engines"])}
     trt = import_trt(get_flavour(str(manifest["flavour"])))
     check_library(manifest, library_version(trt))
     if cuda.device_count() < 1:

@@ -129,6 +129,21 @@ class EngineRunner(Runner):
         self.folder, self.manifest = read_engine_manifest(Path(path))
         self.device = device
         self.runtime_cache = Path(runtime_cache) if runtime_cache is not None else None
+        entries = list(self.manifest["engines"])
+        if self.manifest.get("split") or len(entries) == 1:
+            self.entries = entries  # one engine, or vision/text/fusion run as one model
+            self.inputs = list(self.manifest["inputs"])
+            self.outputs = list(self.manifest["outputs"])
+        else:  # independent engines (captioning: image_encoder + decoder): open one of them by file
+            p = Path(path)
+            chosen = [e for e in entries if p.is_file() and e["file"] == p.name]
+            if not chosen:
+                raise EngineError(f"{self.folder} holds {len(entries)} independent engines",
+                                  f"open one of them: {', '.join(str(self.folder / e['file']) for e in entries)}", code="EF833")
+            self.entries = chosen
+            self.inputs = list(chosen[0]["inputs"])
+            self.outputs = list(chosen[0]["outputs"])
+            self.name = f"{self.manifest['flavour']}:{self.folder.name}/{chosen[0]['file']}"
         self.name = f"{self.manifest['flavour']}:{self.folder.name}"
         self._engines: list[_Engine] = []
         self._stream: Any = None
@@ -138,8 +153,8 @@ class EngineRunner(Runner):
     def profile_shapes(self) -> dict[str, dict[str, list[int]]]:
         """Model-level input profile (min/opt/max per input), from the manifest."""
         out: dict[str, dict[str, list[int]]] = {}
-        model_inputs = {s["name"] for s in self.manifest["inputs"]}
-        for e in self.manifest["engines"]:
+        model_inputs = {s["name"] for s in self.inputs}
+        for e in self.entries:
             for k, v in e["profile_shapes"].items():
                 if k in model_inputs:
                     out[k] = v
@@ -153,22 +168,22 @@ class EngineRunner(Runner):
         from edgefuse.runtime.engines import cuda
         from edgefuse.runtime.engines.flavours import get_logger
 
-        trt, blobs = verify_for_this_machine(self.folder, self.manifest, self.device)
+        trt, blobs = verify_for_this_machine(self.folder, self.manifest, self.device, self.entries)
         self._runtime = trt.Runtime(get_logger(trt))
         self._stream = cuda.Stream()
         try:
             self._engines = []
-            for e in self.manifest["engines"]:
+            for e in self.entries:
                 cache = None
                 if self.runtime_cache is not None:
-                    cache = self.runtime_cache if len(self.manifest["engines"]) == 1 else \
+                    cache = self.runtime_cache if len(self.entries) == 1 else \
                         self.runtime_cache.with_name(f"{self.runtime_cache.stem}.{e['name']}{self.runtime_cache.suffix}")
                 self._engines.append(_Engine(trt, self._runtime, e, blobs[str(e["name"])], cache))
         except BaseException:
             self._deactivate()
             raise
-        self._input_specs = [TensorSpec.from_dict(s) for s in self.manifest["inputs"]]
-        self._output_names = [str(s["name"]) for s in self.manifest["outputs"]]
+        self._input_specs = [TensorSpec.from_dict(s) for s in self.inputs]
+        self._output_names = [str(s["name"]) for s in self.outputs]
         log.info("activated %s: %s", self.name, ", ".join(e.name for e in self._engines))
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
