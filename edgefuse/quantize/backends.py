@@ -118,8 +118,7 @@ def _int8_common(ctx: Context, cfg: _Int8Base) -> tuple[Plan, int8_ort.Ranges]:
     full = int8_ort.build_qdq(ctx.model, ranges, candidates, cfg, weight_pairs=True)
 
     def build(lowered: Collection[str]) -> onnx.ModelProto:
-        keep_nodes = set(candidates) - {n for g in lowered for n in usable[g]}
-        return qdq.fold_weight_quantizers(qdq.bypass_nodes(full, keep_nodes))
+        return qdq.fold_weight_quantizers(qdq.restrict_qdq(full, {n for g in lowered for n in usable[g]}))
 
     op_counts: dict[str, int] = defaultdict(int)
     for n in ctx.model.graph.node:

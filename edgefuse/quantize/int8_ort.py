@@ -47,7 +47,13 @@ def calibrate_ranges(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarra
         try:
             calibrator = create_calibrator(src, list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=method, extra_options=extra)
-            calibrator.collect_data(FeedReader(feeds))
+            # one pass per input-shape group: ORT's histogram collectors stack a pass's outputs,
+            # which fails for feeds of different text lengths; statistics accumulate across passes
+            groups: dict[tuple, list[dict[str, np.ndarray]]] = {}
+            for f in feeds:
+                groups.setdefault(tuple((k, v.shape) for k, v in sorted(f.items())), []).append(f)
+            for group in groups.values():
+                calibrator.collect_data(FeedReader(group))
             data = calibrator.compute_data()
         except Exception as e:  # ORT raises plain exceptions: give the user a typed one
             raise QuantizeError(f"calibration failed in ONNX Runtime: {str(e).splitlines()[0][:200]}",
@@ -94,6 +100,7 @@ def build_qdq(model: onnx.ModelProto, ranges: Ranges, nodes: Sequence[str], cfg:
         "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS) + ["Gather"],
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
         "AddQDQPairToWeight": weight_pairs,
+        "DedicatedQDQPair": True,  # residual adds etc. keep reading the float tensor
     }
     q = QDQQuantizer(copy.deepcopy(model), cfg.per_channel, cfg.reduce_range, QuantType.QInt8, QuantType.QInt8,
                      _tensors_data(ranges), sorted(nodes), None, sorted({*LINEAR_OPS, "Gather"}), extra)

@@ -1,7 +1,7 @@
 """QDQ graph surgery shared by the INT8 backends.
 
-- `bypass_nodes`: take chosen nodes back to higher precision by routing around the
-  QuantizeLinear -> DequantizeLinear pairs on their inputs (exact: the float tensor is still there).
+- `bypass_nodes` / `restrict_qdq`: take nodes back to higher precision by routing their inputs
+  around QuantizeLinear -> DequantizeLinear pairs (exact: the float tensor is still there).
 - `fold_weight_quantizers`: a QuantizeLinear over a float weight becomes a stored INT8 weight
   (what makes the file ~4x smaller; TensorRT reads DequantizeLinear(int8 weight) directly).
 """
@@ -37,6 +37,13 @@ def bypass_nodes(model: onnx.ModelProto, nodes: Collection[str]) -> onnx.ModelPr
             if q is not None and q.op_type == "QuantizeLinear":
                 n.input[k] = q.input[0]
     return prune_dead(m)
+
+
+def restrict_qdq(model: onnx.ModelProto, lowered: Collection[str]) -> onnx.ModelProto:
+    """Only `lowered` nodes keep reading Q/DQ outputs; every other consumer (residual adds,
+    concats, kept layers) reads the float tensor again."""
+    keep = set(lowered)
+    return bypass_nodes(model, [n.name for n in model.graph.node if n.name not in keep and n.op_type not in ("QuantizeLinear", "DequantizeLinear")])
 
 
 def prune_dead(model: onnx.ModelProto) -> onnx.ModelProto:
