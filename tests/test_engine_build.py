@@ -274,3 +274,35 @@ def test_open_runner_dispatches_engine_folders(built) -> None:
     with pytest.raises(EngineError) as e:
         open_runner(folder, workspace=1)
     assert e.value.code == "EF832"
+
+
+def test_kv_cache_decoder_axes_are_coupled() -> None:
+    """past + new <= total: the decoder engine is built for one-token steps over the whole cache."""
+    from edgefuse.runtime.engines.build import _ranges
+
+    target = parse_config({}).targets["desktop-rtx"]
+    manifest = {"dynamic_axes": {"batch": {"min": 1, "max": 64}, "new_length": {"min": 1, "max": 32},
+                                 "past_length": {"min": 0, "max": 31}, "total_length": {"min": 1, "max": 32}}}
+    r = _ranges(manifest, target)
+    assert r["batch"] == (1, 1, 8)  # the target wins over the artifact's range
+    assert r["new_length"] == (1, 1, 1) and r["past_length"] == (0, 15, 31)
+    assert r["past_length"][2] + r["new_length"][2] <= 32
+
+
+def test_independent_engines_open_one_at_a_time(tmp_path: Path, cfg) -> None:
+    """Two graphs in one artifact (like image_encoder + decoder) give two engines; a runner takes one."""
+    import onnx
+
+    art = tmp_path / "two"
+    art.mkdir()
+    for name in ("image_encoder.onnx", "decoder.onnx"):
+        onnx.save(build_fusion_onnx("fp16"), str(art / name))
+    (art / "manifest.json").write_text(json.dumps({"kind": "onnx", "model": "probe-pair", "precision": "fp16",
+                                                   "max_text_length": 32, "files": {}}))
+    res = build_engines(art, "desktop-rtx", cfg, out=tmp_path / "e")
+    assert [e["file"] for e in res.manifest["engines"]] == ["image_encoder.engine", "decoder.engine"]
+    with pytest.raises(EngineError) as e:
+        EngineRunner(res.folder)
+    assert e.value.code == "EF833" and "decoder.engine" in e.value.hint
+    one = EngineRunner(res.folder / "decoder.engine")
+    assert [x["name"] for x in one.entries] == ["decoder"] and "input_ids" in one.profile_shapes
