@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,20 +100,20 @@ def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
             "pass bytes, a file path, a PIL.Image or a uint8 array [H, W, 3]",
             code="EF221",
         )
+    # The size check runs on the header, before any pixel is decoded. No warnings.catch_warnings
+    # here: it swaps global state and the kiosk decodes from several threads.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp) as im:
-                _check_pixels(im.size, max_pixels, label)
-                im.load()
-                # phone photos store "rotate me" in EXIF: show the model what the visitor saw
-                upright = ImageOps.exif_transpose(im)
-                return _to_rgb(upright if upright is not None else im)
+        with Image.open(fp) as im:
+            _check_pixels(im.size, max_pixels, label)
+            im.load()
+            # phone photos store "rotate me" in EXIF: show the model what the visitor saw
+            upright = ImageOps.exif_transpose(im)
+            return _to_rgb(upright if upright is not None else im)
     except DataError:
         raise
     except UnidentifiedImageError as e:
         raise DataError(f"{label} is not an image", "use PNG, JPEG, BMP or WebP", code="EF222") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise DataError(f"{label} is too large to decode safely", "resize it below the pixel limit", code="EF224") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{label} is truncated or corrupt: {e}", "re-export or re-copy the image", code="EF223") from e
