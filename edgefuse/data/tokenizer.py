@@ -34,6 +34,7 @@ class Tokenizer:
 
     def __init__(self, backend) -> None:  # backend: tokenizers.Tokenizer
         self._tok = backend
+        self._fingerprint: str | None = None
         self._tok.no_padding()
         self._tok.no_truncation()
         ids = {}
@@ -77,7 +78,10 @@ class Tokenizer:
         return self._tok.to_str(pretty=True)
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self._tok.to_str().encode()).hexdigest()[:16]
+        """Hash of the whole tokenizer.json (vocabulary, normaliser, ...): keys feed caches."""
+        if self._fingerprint is None:
+            self._fingerprint = hashlib.sha256(self._tok.to_str().encode()).hexdigest()[:16]
+        return self._fingerprint
 
     @property
     def vocab_size(self) -> int:
