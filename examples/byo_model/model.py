@@ -19,7 +19,7 @@ from torch import nn
 class ImageEncoder(nn.Module):
     """Patchify with a strided conv, add learned positions, run a small transformer."""
 
-    def __init__(self, image_size: int = 64, patch: int = 8, dim: int = 96, layers: int = 2, heads: int = 4) -> None:
+    def __init__(self, image_size: int = 64, patch: int = 8, dim: int = 96, layers: int = 1, heads: int = 4) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, dim, patch, stride=patch)
         self.pos = nn.Parameter(torch.zeros(1, (image_size // patch) ** 2, dim))
@@ -34,7 +34,7 @@ class ImageEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """Token + position embeddings and a small transformer that ignores padding."""
 
-    def __init__(self, vocab_size: int, max_length: int = 32, dim: int = 64, layers: int = 2, heads: int = 4) -> None:
+    def __init__(self, vocab_size: int, max_length: int = 32, dim: int = 64, layers: int = 1, heads: int = 4) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab_size, dim)
         self.pos = nn.Embedding(max_length, dim)
