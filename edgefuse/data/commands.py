@@ -20,7 +20,10 @@ def data(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
     preview: bool = typer.Option(False, "--preview", help="also write preview.png: the first 32 images with their boxes"),
 ) -> None:
-    """Write a museum split as images/<id>.png + annotations.jsonl (the format you bring your own data in)."""
+    """Write a museum split as images/<id>.png + annotations.jsonl (the format you bring your own data in).
+
+    `edgefuse data check FOLDER` reads your own folder in that format and reports what is in it.
+    """
     from edgefuse.data.museum import SPLITS
     from edgefuse.errors import DataError, suggest
 
