@@ -33,10 +33,10 @@ NEG = -1.0e9  # score for impossible beam candidates (torch-side generation only
 class DecoderLayer(nn.Module):
     """Pre-norm decoder layer: causal self-attention (with cache), cross-attention to image tokens, FFN."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0) -> None:
         super().__init__()
-        self.self_attn = CrossAttention(dim, heads, dropout)
-        self.cross_attn = CrossAttention(dim, heads, dropout)
+        self.self_attn = CrossAttention(dim, heads, attention_dropout)
+        self.cross_attn = CrossAttention(dim, heads, attention_dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
@@ -77,7 +77,7 @@ class CaptionModel(nn.Module):
         self.word = nn.Embedding(config["vocab_size"], d)
         self.position = nn.Embedding(self.max_length, d)
         self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList([DecoderLayer(d, self.num_heads, config["ffn_dim"], dropout) for _ in range(self.num_layers)])
+        self.layers = nn.ModuleList([DecoderLayer(d, self.num_heads, config["ffn_dim"], dropout, config.get("attention_dropout", 0.0)) for _ in range(self.num_layers)])
         self.norm = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, config["vocab_size"])
         init_weights(self)

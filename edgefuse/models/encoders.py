@@ -54,14 +54,14 @@ class PatchEncoder(nn.Module):
     """
 
     def __init__(self, image_size: int = 64, patch_size: int = 8, width: int = 128, layers: int = 2, heads: int = 4,
-                 ffn_dim: int = 256, out_dim: int | None = None, dropout: float = 0.0) -> None:
+                 ffn_dim: int = 256, out_dim: int | None = None, dropout: float = 0.0, attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = PatchEmbedding(image_size, patch_size, width)
         self.num_patches = self.embed.num_patches
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.cls_position = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList([EncoderLayer(width, heads, ffn_dim, dropout, pre_norm=True) for _ in range(layers)])
+        self.layers = nn.ModuleList([EncoderLayer(width, heads, ffn_dim, dropout, pre_norm=True, attention_dropout=attention_dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, out_dim) if out_dim is not None and out_dim != width else nn.Identity()
         self.out_dim = out_dim or width
@@ -104,10 +104,10 @@ class TextEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, width: int = 128, layers: int = 2, heads: int = 4, ffn_dim: int = 256,
                  max_length: int = 32, out_dim: int | None = None, dropout: float = 0.0, type_vocab_size: int = 2,
-                 eps: float = 1e-5) -> None:
+                 eps: float = 1e-5, attention_dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = TextEmbedding(vocab_size, width, max_length, type_vocab_size, eps, dropout)
-        self.layers = nn.ModuleList([EncoderLayer(width, heads, ffn_dim, dropout, pre_norm=False, eps=eps)
+        self.layers = nn.ModuleList([EncoderLayer(width, heads, ffn_dim, dropout, pre_norm=False, eps=eps, attention_dropout=attention_dropout)
                                      for _ in range(layers)])
         self.proj = nn.Linear(width, out_dim) if out_dim is not None and out_dim != width else nn.Identity()
         self.width = width

@@ -46,7 +46,7 @@ def image_encoder_from(config: dict[str, Any]) -> PatchEncoder:
     return PatchEncoder(image_size=config["image_size"], patch_size=config["patch_size"],
                         width=config.get("image_width", config["dim"]), layers=config["image_layers"],
                         heads=config["heads"], ffn_dim=config["ffn_dim"], out_dim=config["dim"],
-                        dropout=config.get("dropout", 0.0))
+                        dropout=config.get("dropout", 0.0), attention_dropout=config.get("attention_dropout", 0.0))
 
 
 def text_encoder_from(config: dict[str, Any]) -> TextEncoder:
@@ -58,7 +58,8 @@ def text_encoder_from(config: dict[str, Any]) -> TextEncoder:
         return load_text_tower(tower, out_dim=config["dim"], dropout=config.get("dropout", 0.0))
     return TextEncoder(vocab_size=config["vocab_size"], width=config.get("text_width", config["dim"]),
                        layers=config["text_layers"], heads=config["heads"], ffn_dim=config["ffn_dim"],
-                       max_length=config["max_text_length"], out_dim=config["dim"], dropout=config.get("dropout", 0.0))
+                       max_length=config["max_text_length"], out_dim=config["dim"], dropout=config.get("dropout", 0.0),
+                       attention_dropout=config.get("attention_dropout", 0.0))
 
 
 class DualStreamModel(FusionModel):
@@ -72,7 +73,8 @@ class DualStreamModel(FusionModel):
         d = self.dim
         self.image_encoder = image_encoder_from(config)
         self.text_encoder = text_encoder_from(config)
-        self.fusion = nn.ModuleList([FusionLayer(d, config["heads"], config["ffn_dim"], config.get("dropout", 0.0))
+        self.fusion = nn.ModuleList([FusionLayer(d, config["heads"], config["ffn_dim"], config.get("dropout", 0.0),
+                                                 config.get("attention_dropout", 0.0))
                                      for _ in range(config["fusion_layers"])])
         self.pool = nn.Sequential(nn.Linear(2 * d, d), nn.Tanh())
         self.heads = build_heads(self.tasks, d, config.get("num_answers", 1), config.get("dropout", 0.0))
@@ -102,7 +104,7 @@ class SingleStreamModel(FusionModel):
         self.modality = nn.Embedding(2, d)  # 0 = image, 1 = text
         self.embed_norm = nn.LayerNorm(d)
         self.layers = nn.ModuleList([EncoderLayer(d, config["heads"], config["ffn_dim"], config.get("dropout", 0.0),
-                                                  pre_norm=True) for _ in range(config["layers"])])
+                                                  pre_norm=True, attention_dropout=config.get("attention_dropout", 0.0)) for _ in range(config["layers"])])
         self.norm = nn.LayerNorm(d)
         self.heads = build_heads(self.tasks, d, config.get("num_answers", 1), config.get("dropout", 0.0))
         self.init_weights()
@@ -142,7 +144,7 @@ class GatedFusionModel(FusionModel):
 
             raise ModelError(f"unknown gate_level '{self.gate_level}'", suggest(self.gate_level, ["token", "pooled"]),
                              code="EF304")
-        self.cross = CrossAttention(d, config["heads"], config.get("dropout", 0.0))
+        self.cross = CrossAttention(d, config["heads"], config.get("attention_dropout", 0.0))
         self.cross_norm = nn.LayerNorm(d)
         self.gate = GatedFusion(d)
         self.norm = nn.LayerNorm(d)

@@ -29,7 +29,7 @@ INPUT_NAMES = ("pixel_values", "input_ids", "attention_mask")
 
 _COMMON: dict[str, Any] = {
     "image_size": 64, "patch_size": 8, "dim": 128, "heads": 4, "ffn_dim": 256, "image_layers": 2,
-    "max_text_length": 32, "dropout": 0.1, "vocab_size": None,
+    "max_text_length": 32, "dropout": 0.1, "attention_dropout": 0.0, "vocab_size": None,
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {
