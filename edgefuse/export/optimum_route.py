@@ -54,6 +54,7 @@ def supported_tasks(model_type: str) -> list[str]:
     """Optimum's ONNX tasks for `model_type`; ExportError (pointing to factories) when none."""
     if not optimum_available():
         raise ExportError("Hugging Face export needs Optimum", OPTIMUM_HINT, code="EF441")
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
     from optimum.exporters.tasks import TasksManager
 
     try:
@@ -149,8 +150,7 @@ def export_hf(model: str, out: str | Path | None = None, *, opset: int = 18, ove
         with tempfile.TemporaryDirectory(prefix="edgefuse-optimum-") as work:
             try:
                 main_export(str(folder), output=work, task=task, opset=opset, device="cpu", do_validation=False,
-                            local_files_only=True) if _accepts_local(main_export) else \
-                    main_export(str(folder), output=work, task=task, opset=opset, device="cpu", do_validation=False)
+                            local_files_only=True, library_name="transformers")
             except Exception as e:  # Optimum raises ValueError/KeyError/RuntimeError
                 raise ExportError(f"Optimum failed to export {folder.name}: {str(e).splitlines()[0][:300]}",
                                   "or export it with a factory: edgefuse export package.module:factory", code="EF444") from e
@@ -190,12 +190,3 @@ def export_hf(model: str, out: str | Path | None = None, *, opset: int = 18, ove
         }
         write_manifest(tmp, manifest)
     return ExportResult(out, manifest, checks, time.perf_counter() - t0)
-
-
-def _accepts_local(fn: Any) -> bool:
-    import inspect
-
-    try:
-        return "local_files_only" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
