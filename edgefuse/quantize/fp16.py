@@ -171,7 +171,10 @@ def convert_to_fp16(model: onnx.ModelProto, keep: set[str] | dict[str, list[str]
         half_users = [u for u in users if u.name in half_nodes]
         if not half_users:
             continue
-        arr = numpy_helper.to_array(init).astype(np.float16)
+        arr = numpy_helper.to_array(init)
+        if arr.size and np.abs(arr).max() > FP16_MAX:
+            log.warning("initializer %s exceeds the FP16 range: clipped to +-%g", name, FP16_MAX)
+        arr = np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
         if len(half_users) == len(users) and name not in graph_outputs:
             init.CopyFrom(numpy_helper.from_array(arr, name))
         else:
