@@ -33,6 +33,7 @@ VISION_INPUTS = ("pixel_values",)
 TEXT_INPUTS = ("input_ids", "attention_mask")
 HEAVY_OPS = {"MatMul", "Gemm", "Conv", "MatMulInteger", "QLinearMatMul", "QLinearConv", "Attention", "MultiHeadAttention"}
 FLOAT_TYPES = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+SHAPE_OPS = {"Shape", "Size"}
 
 
 @dataclass
@@ -55,6 +56,8 @@ def _classify(graph: Any) -> tuple[dict[str, frozenset[str]], list[str]]:
         d: frozenset[str] = frozenset().union(*(deps.get(x, frozenset()) for x in node.input if x))
         for sub in _subgraph_inputs(node):
             d |= deps.get(sub, frozenset())
+        if node.op_type in SHAPE_OPS:
+            d = frozenset()  # reads only the input's shape, which every input with the same axes shares
         for out in node.output:
             deps[out] = d
         if not d:
@@ -120,46 +123,45 @@ def plan_split(model: Any) -> tuple[dict[str, list[int]], dict[str, list[str]], 
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output}
     etypes = _elem_types(model)
     graph_outputs = [o.name for o in graph.output]
-    consumers: dict[str, set[int]] = {}
-    for i, node in enumerate(graph.node):
-        for x in [*node.input, *_subgraph_inputs(node)]:
-            consumers.setdefault(x, set()).add(i)
 
-    part_nodes: dict[str, set[int]] = {p: {i for i, c in enumerate(classes) if c == p} for p in ("vision", "text", "fusion")}
+    def used_by(idx: set[int]) -> list[str]:
+        return [x for x in dict.fromkeys(y for i in sorted(idx) for y in [*graph.node[i].input, *_subgraph_inputs(graph.node[i])])
+                if x]
+
+    def with_consts(idx: set[int]) -> set[int]:
+        return idx | {i for i in _ancestors(graph, producers, used_by(idx)) if classes[i] == "const"}
+
+    towers = ("vision", "text")
+    idx: dict[str, set[int]] = {p: with_consts({i for i, c in enumerate(classes) if c == p}) for p in ("vision", "text", "fusion")}
+    owner = {out: p for p in towers for i in idx[p] for out in graph.node[i].output if classes[i] == p}
     boundary: dict[str, list[str]] = {"vision": [], "text": []}
-    recompute: list[str] = []
-    for tower in ("vision", "text"):
-        for i in sorted(part_nodes[tower]):
-            for out in graph.node[i].output:
-                used_by_fusion = any(classes[j] == "fusion" for j in consumers.get(out, ()))
-                if not used_by_fusion and out not in graph_outputs:
-                    continue
-                if out in graph_outputs and not used_by_fusion:
-                    boundary[tower].append(out)
-                elif etypes.get(out, 1) in FLOAT_TYPES:
-                    boundary[tower].append(out)
-                else:
-                    recompute.append(out)
-    # the fusion part recomputes non-float boundary tensors (shape arithmetic, int masks)
-    part_nodes["fusion"] |= _ancestors(graph, producers, recompute)
-
-    def needed_consts(nodes: set[int]) -> set[int]:
-        used = [x for i in nodes for x in [*graph.node[i].input, *_subgraph_inputs(graph.node[i])]]
-        return {i for i in _ancestors(graph, producers, used) if classes[i] == "const"}
-
-    nodes: dict[str, list[int]] = {}
-    inputs: dict[str, list[str]] = {}
-    outputs: dict[str, list[str]] = {}
+    # Close each part over what it reads: a float tensor from a tower becomes that tower's output
+    # (engine I/O); anything else (shape arithmetic, int masks) is recomputed inside the reader.
     for p in ("vision", "text", "fusion"):
-        idx = part_nodes[p] | needed_consts(part_nodes[p])
-        nodes[p] = sorted(idx)
-        produced = {o for i in idx for o in graph.node[i].output}
-        used = [x for i in nodes[p] for x in [*graph.node[i].input, *_subgraph_inputs(graph.node[i])] if x]
-        inputs[p] = [x for x in dict.fromkeys(used) if x not in produced and (x in names or x in producers)]
-    outputs["vision"] = boundary["vision"]
-    outputs["text"] = boundary["text"]
-    outputs["fusion"] = [o for o in graph_outputs if o not in boundary["vision"] and o not in boundary["text"]]
-    # fusion inputs come from the towers' outputs or the graph inputs, nothing else
+        while True:
+            produced = {o for i in idx[p] for o in graph.node[i].output}
+            missing = [x for x in used_by(idx[p]) if x not in produced and x in producers]
+            pull = []
+            for x in missing:
+                if p == "fusion" and x in owner and etypes.get(x, 1) in FLOAT_TYPES:
+                    if x not in boundary[owner[x]]:
+                        boundary[owner[x]].append(x)
+                else:
+                    pull.append(x)
+            if not pull:
+                break
+            idx[p] = with_consts(idx[p] | _ancestors(graph, producers, pull))
+    for p in towers:  # graph outputs computed inside a tower leave through it
+        produced = {o for i in idx[p] for o in graph.node[i].output}
+        boundary[p] += [o for o in graph_outputs if o in produced and o in owner and owner[o] == p and o not in boundary[p]]
+
+    nodes = {p: sorted(v) for p, v in idx.items()}
+    inputs: dict[str, list[str]] = {}
+    for p in ("vision", "text", "fusion"):
+        produced = {o for i in idx[p] for o in graph.node[i].output}
+        inputs[p] = [x for x in used_by(idx[p]) if x not in produced and (x in names or x in producers)]
+    outputs = {"vision": boundary["vision"], "text": boundary["text"],
+               "fusion": [o for o in graph_outputs if o not in boundary["vision"] and o not in boundary["text"]]}
     for x in inputs["fusion"]:
         if x not in names and x not in outputs["vision"] and x not in outputs["text"]:
             raise EngineError(f"split: fusion input {x} has no producer part", "set split_engines: false", code="EF852")
