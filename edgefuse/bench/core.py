@@ -145,6 +145,7 @@ def run_bench(
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise BenchError(f"variant labels repeat: {labels}", "give each artifact once", code="EF955")
+    load_start = os.getloadavg()[0]
     workers: list[_Worker] = []
     try:
         for v in variants:
@@ -185,14 +186,18 @@ def run_bench(
         r.speedup = base.median_ms / r.median_ms
         r.memory_ratio = r.peak_rss_mb / base.peak_rss_mb
     return {"baseline": baseline, "batches": list(batches), "text_length": text_length, "runs": runs, "passes": passes,
-            "warmup": warmup, "machine": machine_info(), "variants": [v.spec() for v in variants],
+            "warmup": warmup, "machine": {**machine_info(), "loadavg_1min_start": load_start, "loadavg_1min_end": os.getloadavg()[0]},
+            "variants": [v.spec() for v in variants],
             "rows": [asdict(r) for r in rows]}
 
 
 def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"Baseline: `{result['baseline']}`; text length {result['text_length']}; {result['runs']} runs per cell in "
              f"{result['passes']} interleaved passes; one process per variant.",
-             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores.", "",
+             f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; 1-minute load average "
+             f"{result['machine'].get('loadavg_1min_start', float('nan')):.1f} at the start, "
+             f"{result['machine'].get('loadavg_1min_end', float('nan')):.1f} at the end (other jobs inflate latency and spread). "
+             "Peak RSS is the whole worker process (runtime library included).", "",
              "| variant | batch | median ms | p90 ms | items/s | speed-up | peak RSS MB | memory ratio |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
