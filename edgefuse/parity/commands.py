@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Rows per inference call."),
         resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples for the intervals."),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch and ONNX Runtime (0 = default)."),
+        threads: int = typer.Option(1, "--threads", help="CPU threads for PyTorch and ONNX Runtime each (1 = steady on busy machines; 0 = library default)."),
     ) -> None:
         """Check artifacts against the FP32 PyTorch model: task + tensor metrics, gates, reports.
 

@@ -148,12 +148,12 @@ def tensor_item_stats(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
     )
 
 
-def tensor_metric_from_stats(stat: str, gathered: np.ndarray) -> np.ndarray:
-    """One tensor metric from gathered per-item statistics [..., n, 7] -> [...]."""
-    s = gathered.sum(axis=-2)
+def tensor_metric_from_sums(stat: str, sums: np.ndarray, max_abs: np.ndarray) -> np.ndarray:
+    """One tensor metric from per-item statistics summed over items [..., 7] and the max |error| [...]."""
+    s = sums
     with np.errstate(divide="ignore", invalid="ignore"):
         if stat == "max_abs":
-            return gathered[..., 6].max(axis=-1)
+            return np.asarray(max_abs, dtype=np.float64)
         if stat == "mean_abs":
             return s[..., 4] / s[..., 5]
         if stat == "cosine":
@@ -167,7 +167,7 @@ def tensor_metric_from_stats(stat: str, gathered: np.ndarray) -> np.ndarray:
 def tensor_metrics(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """max/mean abs error, cosine and SQNR (dB) of a whole output against the reference."""
     g = tensor_item_stats(reference, output)
-    return {k: float(tensor_metric_from_stats(k, g)) for k in TENSOR_STATS}
+    return {k: float(tensor_metric_from_sums(k, g.sum(axis=0), g[:, 6].max(initial=0.0))) for k in TENSOR_STATS}
 
 
 def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -208,8 +208,16 @@ class MeanStat(Statistic):
         return self.values[idx].mean(axis=-1) * self.scale
 
 
-class GatheredStat(Statistic):
-    """A function of gathered per-item statistic rows [B, n, k] (BLEU-4, tensor metrics)."""
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of n items occurs in each resample: [B, n] (sums become one matrix product)."""
+    idx = np.atleast_2d(idx)
+    b = len(idx)
+    flat = (idx + (np.arange(b) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+class SummedStat(Statistic):
+    """A function of per-item statistic rows [n, k] summed over the resampled items (BLEU-4)."""
 
     def __init__(self, rows: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], scale: float = 1.0) -> None:
         self.rows = np.asarray(rows, dtype=np.float64)
@@ -218,14 +226,24 @@ class GatheredStat(Statistic):
         self.scale = scale
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
-        return self.fn(self.rows[idx]) * self.scale
+        return self.fn(resample_counts(idx, self.n) @ self.rows) * self.scale
 
 
-class SummedStat(GatheredStat):
-    """A function of per-item statistics summed over the items (BLEU-4)."""
+class TensorStat(Statistic):
+    """A tensor metric (max/mean abs error, cosine, SQNR) from per-item rows of `tensor_item_stats`."""
+
+    def __init__(self, rows: np.ndarray, stat: str) -> None:
+        if stat not in TENSOR_STATS:
+            raise ValueError(f"unknown tensor statistic {stat!r}")
+        self.rows = np.asarray(rows, dtype=np.float64)
+        self.n = len(self.rows)
+        self.stat = stat
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
-        return self.fn(self.rows[idx].sum(axis=-2)) * self.scale
+        idx = np.atleast_2d(idx)
+        if self.stat == "max_abs":
+            return self.rows[:, 6][idx].max(axis=-1)
+        return tensor_metric_from_sums(self.stat, resample_counts(idx, self.n) @ self.rows, np.zeros(len(idx)))
 
 
 class LoopStat(Statistic):

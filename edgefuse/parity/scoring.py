@@ -7,7 +7,6 @@ interval on its drop. Kept apart from running models so it can be tested on synt
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +180,7 @@ def score(labels: EvalLabels, reference: TaskOutputs, artifact: TaskOutputs, res
         i = M.bootstrap_indices(len(rows), resamples, seed * 1000 + 100 + sum(map(ord, name)))
         for stat in M.TENSOR_STATS:
             d = tensor_def(name, stat)
-            out[d.name] = _result(d, None, M.GatheredStat(rows, functools.partial(M.tensor_metric_from_stats, stat)), i, confidence)
+            out[d.name] = _result(d, None, M.TensorStat(rows, stat), i, confidence)
     return out
 
 

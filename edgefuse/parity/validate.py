@@ -353,7 +353,7 @@ class Reference:
     """The FP32 PyTorch model with everything validation needs from its zoo entry."""
 
     name: str
-    weights_path: Path
+    weights: str  # file path, or "random-init:seed0"
     weights_sha: str
     tasks: list[str]
     answers: list[str]
@@ -364,25 +364,35 @@ class Reference:
 
 
 def load_reference(model: str, weights: str | Path | None) -> Reference:
+    """The reference model: `weights`, else the shipped weights, else the seeded random init
+    (what `edgefuse export` uses when no weights are shipped; its hash is of the state dict)."""
     from edgefuse.models.zoo import get_entry, load_model
 
     entry = get_entry(model)
     wpath = Path(weights) if weights is not None else entry.weights_file
-    if not wpath.is_file():
-        raise ValidationError(f"reference weights {wpath} not found", "train them with `edgefuse train`, or pass --weights", code="EF911")
-    module = load_model(model, weights=wpath)
-    folder = wpath.parent
+    if weights is not None and not wpath.is_file():
+        raise ValidationError(f"reference weights {wpath} not found", "pass the .safetensors file the artifacts were made from",
+                              code="EF911")
+    if wpath.is_file():
+        module = load_model(model, weights=wpath)
+        sha, label, folder = sha256_file(wpath), str(wpath), wpath.parent
+    else:
+        from edgefuse.export.exporter import state_sha256
+
+        log.warning("no shipped weights for %s: the reference is the seeded random init", model)
+        module = load_model(model, pretrained=False)
+        sha, label, folder = state_sha256(module), "random-init:seed0", None
     from edgefuse.data.tokenizer import Tokenizer, default_tokenizer
 
-    tokenizer = Tokenizer.load(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else default_tokenizer()
-    if (folder / "answers.json").is_file():
+    tok_file = folder / "tokenizer.json" if folder is not None else None
+    tokenizer = Tokenizer.load(tok_file) if tok_file is not None and tok_file.is_file() else default_tokenizer()
+    if folder is not None and (folder / "answers.json").is_file():
         answers = [str(a) for a in json.loads((folder / "answers.json").read_text())]
     else:
         from edgefuse.data.museum import answer_vocabulary
 
         answers = answer_vocabulary()
-    return Reference(model, wpath, sha256_file(wpath), list(entry.tasks), answers, tokenizer, entry.image_size,
-                     entry.max_text_length, module)
+    return Reference(model, label, sha, list(entry.tasks), answers, tokenizer, entry.image_size, entry.max_text_length, module)
 
 
 def _vocabulary(tok: Any) -> tuple[Any, ...]:
@@ -419,7 +429,7 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
              eval_set: str | Path = MUSEUM, n: int | None = None, gates: Sequence[GateConfig] | None = None,
              config: EdgeConfig | str | Path | None = None, report_dir: str | Path | None = None, provider: str = "cpu",
              batch_size: int = DEFAULT_BATCH, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-             confidence: float = DEFAULT_CONFIDENCE, threads: int = 0, command: str = "",
+             confidence: float = DEFAULT_CONFIDENCE, threads: int = 1, command: str = "",
              progress: Callable[[str], None] | None = None) -> ValidationReport:
     """Validate artifacts against the FP32 PyTorch model; write reports if `report_dir` is given.
 
@@ -473,8 +483,19 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
     say(f"reference: {ref.name} FP32 PyTorch on {ev.source}")
     import torch
 
-    if threads:
+    torch_threads = torch.get_num_threads()
+    if threads:  # one thread each by default: eager PyTorch slows 10x when its threads compete for busy cores
         torch.set_num_threads(threads)
+    try:
+        return _run(ref, infos, ev, labels, feeds, gate_list, provider, threads, resamples, seed, confidence, say, command,
+                    report_dir, t0)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLabels, feeds: Feeds, gate_list: list[GateConfig],
+         provider: str, threads: int, resamples: int, seed: int, confidence: float, say: Callable[[str], None], command: str,
+         report_dir: str | Path | None, t0: float) -> ValidationReport:
     tr = time.perf_counter()
     captioning = "captioning" in ref.tasks
     ref_out = collect(torch_predictor(ref.model), feeds, ev,
@@ -519,7 +540,7 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
         reports[-1].sensitivity, reports[-1].sensitivity_source = _sensitivity(info)
 
     report = ValidationReport(
-        model={"name": ref.name, "weights": str(ref.weights_path), "weights_sha256": ref.weights_sha, "tasks": ref.tasks},
+        model={"name": ref.name, "weights": ref.weights, "weights_sha256": ref.weights_sha, "tasks": ref.tasks},
         eval_set={"source": ev.source, "images": len(ev.items), "items": ev.counts(),
                   "vqa_answers_outside_vocabulary": ev.vqa_out_of_vocabulary},
         reference=reference_scores(labels, ref_out), artifacts=reports, gates=gate_list,
