@@ -50,7 +50,8 @@ def test_markdown_table_has_a_row_per_cell(result: dict) -> None:
 
 
 def test_torch_eager_is_the_baseline_when_given(tiny: dict[str, Path]) -> None:
-    variants = variants_from_args([str(tiny["fp32"])], "museum-single", threads=1, pretrained=False)
+    variants = [Variant("torch:museum-single", "torch", model="museum-single", threads=1, pretrained=False),
+                Variant("probe-fp32", "artifact", path=str(tiny["fp32"]), threads=1)]
     res = run_bench(variants, batches=[1], text_length=8, runs=2, warmup=1, passes=1)
     assert res["baseline"] == "torch:museum-single"
     torch_row = res["rows"][0]
@@ -88,3 +89,9 @@ def test_bad_input_is_typed(tiny: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(BenchError) as e:
         run_bench([Variant("broken", "artifact", path=str(broken))], batches=[1], runs=1, passes=1)
     assert e.value.code == "EF952" and "broken" in e.value.message
+
+
+def test_baseline_must_be_the_model_the_artifacts_came_from(tiny: dict[str, Path]) -> None:
+    with pytest.raises(BenchError) as e:
+        variants_from_args([str(tiny["fp32"])], "museum-dual")
+    assert e.value.code == "EF957" and "edgefuse-probe" in e.value.message

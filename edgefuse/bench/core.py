@@ -210,6 +210,14 @@ def variants_from_args(artifacts: Sequence[str], torch_model: str | None, provid
                        pretrained: bool = True) -> list[Variant]:
     """Variants for the CLI: PyTorch eager first (the baseline), then artifacts, labelled by folder name."""
     out: list[Variant] = []
+    for a in artifacts:
+        p = Path(a)
+        folder = p if p.is_dir() else p.parent
+        if torch_model and (folder / "manifest.json").is_file():
+            made = json.loads((folder / "manifest.json").read_text()).get("model")
+            if made and made != torch_model:
+                raise BenchError(f"artifact {p} was made from '{made}', not the PyTorch baseline '{torch_model}'",
+                                 f"pass --torch {made}, or compare artifacts of {torch_model}", code="EF957")
     if torch_model:
         out.append(Variant(f"torch:{torch_model}", "torch", model=torch_model, threads=threads, pretrained=pretrained))
     for a in artifacts:
