@@ -71,8 +71,11 @@ def default_output(artifact: Path, precision: str) -> Path:
     return artifact.with_name(f"{name}-{precision}")
 
 
-def load_fp32_artifact(artifact: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], onnx.ModelProto, str]:
-    """(folder, manifest, model, model sha256); typed errors for anything not an FP32 ONNX artifact."""
+CAPTION_FILES = ("image_encoder.onnx", "decoder.onnx")
+
+
+def load_fp32_artifact(artifact: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], dict[str, tuple[onnx.ModelProto, str]]]:
+    """(folder, manifest, {file: (model, sha256)}); typed errors for anything not an FP32 ONNX artifact."""
     folder = Path(artifact)
     if not folder.is_dir():
         raise QuantizeError(f"artifact folder {folder} not found", "pass a folder written by `edgefuse export`", code="EF511")
@@ -81,21 +84,37 @@ def load_fp32_artifact(artifact: str | os.PathLike[str]) -> tuple[Path, dict[str
     if precision != "fp32":
         raise QuantizeError(f"{folder} holds a {precision} artifact, not fp32",
                             "quantize the FP32 export (quantizing twice compounds the error)", code="EF512")
-    path = folder / MODEL_FILE
-    if not path.is_file():
-        files = sorted(p.name for p in folder.glob("*.onnx"))
-        raise QuantizeError(f"{folder} has no {MODEL_FILE} (found: {', '.join(files) or 'none'})",
-                            "split captioning artifacts (image_encoder.onnx + decoder.onnx) are not quantized by this version",
-                            code="EF515")
-    try:
-        model = onnx.load(str(path))
-    except Exception as e:
-        raise QuantizeError(f"cannot read {path}: {str(e).splitlines()[0][:160]}", "re-run `edgefuse export`", code="EF516") from e
-    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) or \
-            any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        raise QuantizeError(f"{path} is already reduced precision (manifest says fp32)", "quantize the FP32 export", code="EF512")
-    sha = (manifest.get("files") or {}).get(MODEL_FILE) or sha256_file(path)
-    return folder, manifest, model, sha
+    if (folder / MODEL_FILE).is_file():
+        files: tuple[str, ...] = (MODEL_FILE,)
+    elif all((folder / f).is_file() for f in CAPTION_FILES):
+        files = CAPTION_FILES
+        if not isinstance(manifest.get("generation"), dict):
+            raise QuantizeError(f"{folder} has no generation settings in its manifest", "re-run `edgefuse export`", code="EF516")
+    else:
+        found = sorted(p.name for p in folder.glob("*.onnx"))
+        raise QuantizeError(f"{folder} has no {MODEL_FILE} (found: {', '.join(found) or 'none'})",
+                            "point at a folder written by `edgefuse export`", code="EF515")
+    graphs: dict[str, tuple[onnx.ModelProto, str]] = {}
+    for f in files:
+        path = folder / f
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:
+            raise QuantizeError(f"cannot read {path}: {str(e).splitlines()[0][:160]}", "re-run `edgefuse export`", code="EF516") from e
+        if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) or \
+                any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+            raise QuantizeError(f"{path} is already reduced precision (manifest says fp32)", "quantize the FP32 export", code="EF512")
+        graphs[f] = (model, (manifest.get("files") or {}).get(f) or sha256_file(path))
+    return folder, manifest, graphs
+
+
+def _graph_calibration(calib: Any, name: str, feeds: list[dict[str, Any]]) -> Any:
+    """A CalibrationSet for one graph of a multi-graph artifact (its own feeds, its own key)."""
+    import dataclasses
+    import hashlib
+
+    h = hashlib.sha256(f"{calib.data_hash}:{name}:{len(feeds)}".encode()).hexdigest()
+    return dataclasses.replace(calib, feeds=feeds, data_hash=h)
 
 
 def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out: str | os.PathLike[str] | None = None,
@@ -103,6 +122,7 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
                       progress: Callable[[str], None] | None = None) -> QuantizeResult:
     """Quantize an FP32 artifact folder with `config`; returns the new folder and its report."""
     from edgefuse.calibration import StatsCache, build_calibration
+    from edgefuse.calibration.dataset import check_input_names
     from edgefuse.data.preprocess import PreprocessConfig, Preprocessor
     from edgefuse.data.tokenizer import Tokenizer
     from edgefuse.quantize import budget as budget_mod
@@ -117,7 +137,8 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
     if (opt.budget_metric is None) != (opt.max_drop is None):
         raise QuantizeError("the accuracy budget needs both a metric and a max drop", "pass --budget-metric M --max-drop X",
                             code="EF541")
-    folder, manifest, model, model_sha = load_fp32_artifact(artifact)
+    folder, manifest, graphs = load_fp32_artifact(artifact)
+    caption = MODEL_FILE not in graphs
     out_dir = Path(out) if out is not None else default_output(folder, config.precision)
     if out_dir.exists() and not opt.overwrite:
         raise ArtifactError(f"output {out_dir} already exists", "pass --overwrite to replace it", code="EF601")
@@ -131,79 +152,155 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
         pcfg = PreprocessConfig.from_dict(manifest["preprocess"])
     else:
         pcfg = PreprocessConfig(image_size=int(manifest.get("image_size", 64)), max_text_length=int(manifest.get("max_text_length", 32)))
-    model_inputs = [i.name for i in model.graph.input]
 
     say(f"calibration: {cal.num_samples} pairs from {cal.source}")
-    calib = build_calibration(cal.source, cal.num_samples, cal.seed, pcfg, tokenizer, model_inputs=model_inputs)
-    ctx = Context(model, model_sha, calib, StatsCache(cal.cache_dir), opt.threads)
-    plan = backend_for(config)(ctx, config)
-    say(f"{config.TYPE}: {len(plan.default)} of {len(plan.groups)} groups lowered by default")
+    if caption:
+        from edgefuse.export.generation import GenerationConfig
+        from edgefuse.quantize import caption as cap
 
-    sens_feeds = calib.feeds[: max(1, opt.sensitivity_samples)]
+        enc, dec = graphs[CAPTION_FILES[0]][0], graphs[CAPTION_FILES[1]][0]
+        check_input_names(["pixel_values"], [i.name for i in enc.graph.input])
+        gen = GenerationConfig.from_dict(manifest["generation"])
+        calib = build_calibration(cal.source, cal.num_samples, cal.seed, pcfg, tokenizer)
+        seen: dict[str, Any] = {}
+        for p, f in zip(calib.pairs, calib.feeds):
+            seen.setdefault(p.key.split("/")[0], f["pixel_values"])
+        images = list(seen.values())
+        say(f"calibration: recording decoder steps while captioning {len(images)} images")
+        per_graph = {CAPTION_FILES[0]: _graph_calibration(calib, CAPTION_FILES[0], [{"pixel_values": v} for v in images]),
+                     CAPTION_FILES[1]: _graph_calibration(calib, CAPTION_FILES[1],
+                                                          cap.decoder_feeds(enc, dec, gen, images, cal.num_samples, opt.threads))}
+    else:
+        model0 = graphs[MODEL_FILE][0]
+        calib = build_calibration(cal.source, cal.num_samples, cal.seed, pcfg, tokenizer, model_inputs=[i.name for i in model0.graph.input])
+        per_graph = {MODEL_FILE: calib}
+
+    cache = StatsCache(cal.cache_dir)
+    plans = {}
+    for f, (model, sha) in graphs.items():
+        plans[f] = backend_for(config)(Context(model, sha, per_graph[f], cache, opt.threads), config)
+        say(f"{f} {config.TYPE}: {len(plans[f].default)} of {len(plans[f].groups)} groups lowered by default")
+
     sensitivity: list[dict[str, Any]] = []
     if opt.sensitivity or opt.budget_metric:
-        sensitivity = group_sensitivity(plan, model, sens_feeds, opt.threads)
+        for f, plan in plans.items():
+            rows = group_sensitivity(plan, graphs[f][0], per_graph[f].feeds[: max(1, opt.sensitivity_samples)], opt.threads)
+            for r in rows:
+                r["graph"] = f
+            sensitivity += rows
+        sensitivity.sort(key=lambda r: (r["sqnr_db"], r["graph"], r["group"]))
         say(f"sensitivity: {len(sensitivity)} groups measured")
 
-    answers = _answers(folder)
-    outputs = [o.name for o in model.graph.output]
-    es = ref_run = None
-    ref_metrics: dict[str, float] = {}
-    if opt.eval_samples > 0 or opt.budget_metric:
-        es = ev.build_eval_set(outputs, answers, Preprocessor(pcfg, tokenizer), n=max(opt.eval_samples, 8))
-        ref_run = ev.run_tasks(model, es, "simulated", opt.threads)
-        ref_metrics = ev.task_metrics(es, ref_run)
-
+    finals: dict[str, onnx.ModelProto] = {}
+    lowered_by_graph: dict[str, list[str]] = {}
     budget_report = None
-    if opt.budget_metric is not None and opt.budget_optional and opt.budget_metric not in ev.metric_drops(ref_metrics, ref_metrics):
-        log.warning("budget metric %s is not measurable for this model: budget skipped", opt.budget_metric)
-        say(f"budget metric {opt.budget_metric} not measurable for this model: skipped")
-    elif opt.budget_metric is not None and es is not None and ref_run is not None:
-        lowered, final, budget_report = budget_mod.apply_budget(plan, sensitivity, es, ref_run, ref_metrics, opt.budget_metric,
-                                                                float(opt.max_drop), opt.threads, progress=say)
-    else:
-        lowered = list(plan.default)
-        final = (plan.final_build or plan.build)(lowered)
-
-    lowered_nodes = set(plan.nodes_of(lowered))
-    kept = dict(plan.kept)
-    for g in plan.groups:
-        if g not in lowered and g in plan.default:
-            for n in plan.groups[g]:
-                kept[n] = [f"reverted by the accuracy budget ({opt.budget_metric} <= {opt.max_drop} pt)"]
     metrics: dict[str, Any] = {}
-    if es is not None and ref_run is not None:
-        sim_vals, sim_drops = budget_mod.measure(final, es, ref_run, ref_metrics, plan.eval_mode, opt.threads)
-        metrics = {"reference_fp32": ref_metrics, plan.eval_mode: {"values": sim_vals, "drops": sim_drops}, "eval_samples": es.sizes}
-        if plan.eval_mode == "simulated":
-            cpu_vals, cpu_drops = budget_mod.measure(final, es, ref_run, ref_metrics, "cpu", opt.threads)
-            metrics["cpu_kernels"] = {"values": cpu_vals, "drops": cpu_drops}
-    output_sqnr = model_sqnr(model, final, sens_feeds, plan.eval_mode, opt.threads)
+    if caption:
+        if opt.budget_metric is not None and not opt.budget_optional:
+            raise QuantizeError(f"budget metric '{opt.budget_metric}' is not measurable for captioning artifacts",
+                                "run without --budget-metric; caption drops are reported", code="EF540")
+        for f, plan in plans.items():
+            lowered_by_graph[f] = list(plan.default)
+            finals[f] = (plan.final_build or plan.build)(plan.default)
+        if opt.eval_samples > 0:
+            from edgefuse.data import museum
 
-    strip_debug_metadata(final)
-    data = final.SerializeToString()
+            items = museum.generate("val", n=max(4, opt.eval_samples // 4))
+            pv = Preprocessor(pcfg, tokenizer)([it.image for it in items], [it.captions[0] for it in items])["pixel_values"]
+            refs = [it.captions for it in items]
+            mode = plans[CAPTION_FILES[0]].eval_mode
+            ref_caps = cap.caption_run(enc, dec, gen, pv, tokenizer, "simulated", opt.threads)
+            ref_metrics = cap.caption_metrics(ref_caps, refs)
+            metrics = {"reference_fp32": ref_metrics, "eval_samples": {"captioning": len(items)}}
+            modes = [mode] + (["cpu"] if mode == "simulated" else [])
+            for m in modes:
+                got = cap.caption_metrics(cap.caption_run(finals[CAPTION_FILES[0]], finals[CAPTION_FILES[1]], gen, pv, tokenizer, m,
+                                                          opt.threads), refs, ref_caps)
+                drops = {k: ref_metrics[k] - v for k, v in got.items() if k in ref_metrics}
+                drops["caption_agreement"] = 100.0 - got["caption_agreement"]
+                metrics["cpu_kernels" if m == "cpu" and mode == "simulated" else m] = {"values": got, "drops": drops}
+    else:
+        plan, model = plans[MODEL_FILE], graphs[MODEL_FILE][0]
+        answers = _answers(folder)
+        outputs = [o.name for o in model.graph.output]
+        es = ref_run = None
+        ref_metrics: dict[str, float] = {}
+        if opt.eval_samples > 0 or opt.budget_metric:
+            es = ev.build_eval_set(outputs, answers, Preprocessor(pcfg, tokenizer), n=max(opt.eval_samples, 8))
+            ref_run = ev.run_tasks(model, es, "simulated", opt.threads)
+            ref_metrics = ev.task_metrics(es, ref_run)
+        if opt.budget_metric is not None and opt.budget_optional and opt.budget_metric not in ev.metric_drops(ref_metrics, ref_metrics):
+            log.warning("budget metric %s is not measurable for this model: budget skipped", opt.budget_metric)
+            say(f"budget metric {opt.budget_metric} not measurable for this model: skipped")
+            lowered, final = list(plan.default), (plan.final_build or plan.build)(plan.default)
+        elif opt.budget_metric is not None and es is not None and ref_run is not None:
+            sens = [r for r in sensitivity if r["graph"] == MODEL_FILE]
+            lowered, final, budget_report = budget_mod.apply_budget(plan, sens, es, ref_run, ref_metrics, opt.budget_metric,
+                                                                    float(opt.max_drop), opt.threads, progress=say)
+        else:
+            lowered, final = list(plan.default), (plan.final_build or plan.build)(plan.default)
+        finals[MODEL_FILE], lowered_by_graph[MODEL_FILE] = final, lowered
+        if es is not None and ref_run is not None:
+            sim_vals, sim_drops = budget_mod.measure(final, es, ref_run, ref_metrics, plan.eval_mode, opt.threads)
+            metrics = {"reference_fp32": ref_metrics, plan.eval_mode: {"values": sim_vals, "drops": sim_drops}, "eval_samples": es.sizes}
+            if plan.eval_mode == "simulated":
+                cpu_vals, cpu_drops = budget_mod.measure(final, es, ref_run, ref_metrics, "cpu", opt.threads)
+                metrics["cpu_kernels"] = {"values": cpu_vals, "drops": cpu_drops}
+
+    multi = len(graphs) > 1
+    prefix = (lambda f, g: f"{f}:{g}") if multi else (lambda f, g: g)
+    kept_rows: list[dict[str, Any]] = []
+    lowered_names: list[str] = []
+    kept_names: list[str] = []
+    total = 0
+    sqnr: dict[str, Any] = {}
+    datas: dict[str, bytes] = {}
+    for f, plan in plans.items():
+        model = graphs[f][0]
+        lowered = lowered_by_graph[f]
+        kept = dict(plan.kept)
+        for g in plan.groups:
+            if g not in lowered and g in plan.default:
+                for n in plan.groups[g]:
+                    kept[n] = [f"reverted by the accuracy budget ({opt.budget_metric} <= {opt.max_drop} pt)"]
+        kept_rows += [{"node": prefix(f, n), "op": _op(model, n), "reasons": r} for n, r in sorted(kept.items())]
+        lowered_names += [prefix(f, g) for g in sorted(lowered)]
+        kept_names += [prefix(f, g) for g in sorted(plan.groups) if g not in lowered]
+        total += len(plan.groups)
+        feeds = per_graph[f].feeds[: max(1, opt.sensitivity_samples)]
+        s = model_sqnr(model, finals[f], feeds, plan.eval_mode, opt.threads)
+        if multi:
+            sqnr.update({f"{f}:{k}": v for k, v in s.items()})
+        else:
+            sqnr = s
+        strip_debug_metadata(finals[f])
+        datas[f] = finals[f].SerializeToString()
+
     report = {
         "precision": config.precision,
         "recipe": config_to_dict(config),
-        "parent": {"folder": str(folder), "model_sha256": model_sha},
-        "calibration": {**calib.identity(), "requested": cal.num_samples, "coverage": calib.coverage},
-        "groups": {"total": len(plan.groups), "lowered": sorted(lowered), "kept": sorted(g for g in plan.groups if g not in lowered)},
-        "lowered_nodes": len(lowered_nodes),
-        "kept_in_higher_precision": [{"node": n, "op": _op(model, n), "reasons": r} for n, r in sorted(kept.items())],
-        "output_sqnr_db": output_sqnr,
+        "parent": {"folder": str(folder), "model_sha256": {f: sha for f, (_, sha) in graphs.items()} if multi else graphs[MODEL_FILE][1]},
+        "calibration": {**calib.identity(), "requested": cal.num_samples, "coverage": calib.coverage,
+                        **({"feeds_per_graph": {f: len(c.feeds) for f, c in per_graph.items()}} if multi else {})},
+        "groups": {"total": total, "lowered": lowered_names, "kept": kept_names},
+        "lowered_nodes": sum(len(plans[f].nodes_of(lowered_by_graph[f])) for f in plans),
+        "kept_in_higher_precision": kept_rows,
+        "output_sqnr_db": sqnr,
         "metrics": metrics,
         "budget": budget_report,
-        "details": plan.details,
-        "size_bytes": {"fp32": sum(p.stat().st_size for p in folder.glob("model.onnx*")), "quantized": len(data)},
+        "details": plans[next(iter(plans))].details if not multi else {f: p.details for f, p in plans.items()},
+        "size_bytes": {"fp32": sum(p.stat().st_size for f in graphs for p in folder.glob(f + "*")),
+                       "quantized": sum(len(d) for d in datas.values())},
     }
-    new_manifest = _manifest(manifest, config.precision, data, report, opt.created_by)
+    new_manifest = _manifest(manifest, config.precision, datas, report, opt.created_by)
     with staged_dir(out_dir, overwrite=opt.overwrite) as tmp:
-        (tmp / MODEL_FILE).write_bytes(data)
+        for f, data in datas.items():
+            (tmp / f).write_bytes(data)
         for name in COPY_FILES:
             if (folder / name).is_file():
                 shutil.copyfile(folder / name, tmp / name)
         atomic_write_json(tmp / REPORT_FILE, report)
-        atomic_write_json(tmp / SENSITIVITY_FILE, {"unit": "dB", "feeds": len(sens_feeds), "groups": sensitivity})
+        atomic_write_json(tmp / SENSITIVITY_FILE, {"unit": "dB", "feeds": opt.sensitivity_samples, "groups": sensitivity})
         new_manifest["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != "manifest.json"}
         write_manifest(tmp, new_manifest)
     say(f"wrote {out_dir}")
@@ -225,14 +322,14 @@ def _op(model: onnx.ModelProto, name: str) -> str:
     return next((n.op_type for n in model.graph.node if n.name == name), "?")
 
 
-def _manifest(parent: dict[str, Any], precision: str, data: bytes, report: dict[str, Any], created_by: str) -> dict[str, Any]:
+def _manifest(parent: dict[str, Any], precision: str, datas: dict[str, bytes], report: dict[str, Any], created_by: str) -> dict[str, Any]:
     m = {k: v for k, v in parent.items() if k not in ("parent", "files", "created_by", "tool_versions", "verification")}
     m.update({
         "precision": precision,
         "parent": parent,
         "created_by": created_by,
         "tool_versions": tool_versions("onnx", "onnxruntime", "nncf", "numpy"),
-        "quantization": {"recipe": report["recipe"], "model_sha256": sha256_bytes(data),
+        "quantization": {"recipe": report["recipe"], "model_sha256": {f: sha256_bytes(d) for f, d in datas.items()},
                          "calibration_sha256": report["calibration"]["data_sha256"], "report": REPORT_FILE},
     })
     return m

@@ -71,8 +71,10 @@ def register(app: typer.Typer) -> None:
             t.add_column("group")
             t.add_column("default")
             t.add_column("SQNR dB", justify="right")
+            multi = len({r.get("graph") for r in result.sensitivity}) > 1
             for r in result.sensitivity[:8]:
-                t.add_row(r["group"], "lowered" if r["default"] else "kept", f"{r['sqnr_db']:.1f}")
+                name = f"{r['graph']}:{r['group']}" if multi else r["group"]
+                t.add_row(name, "lowered" if r["default"] else "kept", f"{r['sqnr_db']:.1f}")
             console.print(t)
         m = rep.get("metrics") or {}
         if m:

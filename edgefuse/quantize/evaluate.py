@@ -37,7 +37,7 @@ def make_session(model: onnx.ModelProto, mode: str = "simulated", threads: int =
 
 
 def run_model(model_or_session: Any, feeds: Sequence[Feed], mode: str = "simulated", threads: int = 1) -> dict[str, np.ndarray]:
-    """Outputs over all feeds, concatenated along the batch axis."""
+    """Outputs over all feeds, concatenated along the batch axis (flattened where shapes vary)."""
     sess = make_session(model_or_session, mode, threads) if isinstance(model_or_session, onnx.ModelProto) else model_or_session
     names = [o.name for o in sess.get_outputs()]
     inputs = {i.name for i in sess.get_inputs()}
@@ -45,7 +45,18 @@ def run_model(model_or_session: Any, feeds: Sequence[Feed], mode: str = "simulat
     for f in feeds:
         for n, v in zip(names, sess.run(None, {k: v for k, v in f.items() if k in inputs})):
             parts[n].append(np.asarray(v))
-    return {n: np.concatenate(v, axis=0) if v and v[0].ndim else np.stack(v) for n, v in parts.items()}
+    return {n: _join(v) for n, v in parts.items()}
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate along batch; outputs whose other axes vary (a growing KV cache) are flattened."""
+    if not arrays:
+        return np.zeros(0, np.float32)
+    if arrays[0].ndim == 0:
+        return np.stack(arrays)
+    if all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
+        return np.concatenate(arrays, axis=0)
+    return np.concatenate([a.ravel() for a in arrays])
 
 
 def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float:

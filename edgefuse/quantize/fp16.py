@@ -74,7 +74,7 @@ def collect_activation_stats(model: onnx.ModelProto, feeds: Sequence[dict[str, n
             s["nonfinite"] = s["nonfinite"] or not bool(finite.all())
             s["shape"] = list(val.shape)
     for i in model.graph.input:  # graph inputs too
-        vals = [f[i.name] for f in feeds if i.name in f and f[i.name].dtype == np.float32]
+        vals = [f[i.name] for f in feeds if i.name in f and f[i.name].dtype == np.float32 and f[i.name].size]
         if vals:
             stats[i.name] = {"absmax": float(max(np.abs(v).max() for v in vals)), "nonfinite": False, "shape": list(vals[-1].shape)}
     return stats
