@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     rc = load_config(None).runtime
     deadline_s = rc.deadline_ms / 1000.0
     reqs = [encode_request("127.0.0.1", img, q) for img, q in make_requests(32)]
-    report: dict[str, Any] = {"artifact": args.artifact, "threads": args.threads, "queue_size": rc.queue_size,
+    manifest = json.loads((Path(args.artifact) / "manifest.json").read_text())
+    report: dict[str, Any] = {"artifact": args.artifact, "model": f"{manifest.get('model')} {manifest.get('precision')} "
+                              f"(weights: {manifest.get('weights_source', 'shipped')})", "threads": args.threads, "queue_size": rc.queue_size,
                               "deadline_ms": rc.deadline_ms, "max_batch": rc.max_batch, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
                               "python": platform.python_version()}
     capacity: dict[str, Any] = {}
@@ -249,7 +251,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "# Kiosk load test (loopback)",
         "",
         f"Produced by `python benchmarks/load_test.py --artifact {r['artifact']}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"{r['machine']}, Python {r['python']}, server ORT threads {r['threads']}, queue {r['queue_size']}, "
+        f"model {r['model']}; {r['machine']}, Python {r['python']}, server ORT threads {r['threads']}, queue {r['queue_size']}, "
         f"deadline {r['deadline_ms']} ms. Client and server share the machine.",
         "",
         "## Capacity (closed loop)",
