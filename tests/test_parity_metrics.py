@@ -174,3 +174,22 @@ def test_unknown_or_unjudgeable_gates_are_errors():
         check_gates([GateConfig("vqa_accuracy", max_drop=1.0, confidence=1.5)])
     assert [d.name for d in check_gates([GateConfig("tensor.vqa_logits.sqnr_db", min_value=30)])] == ["tensor.vqa_logits.sqnr_db"]
     assert lookup("itm_auc").unit == "pt"
+
+
+def test_resampled_sums_equal_direct_recomputation():
+    """The count-matrix shortcut for tensor metrics and BLEU gives what recomputing on the resample gives."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(20, 5))
+    out = ref + rng.normal(scale=0.1, size=ref.shape)
+    rows = M.tensor_item_stats(ref, out)
+    idx = M.bootstrap_indices(20, 7, seed=1)
+    for stat in M.TENSOR_STATS:
+        got = M.TensorStat(rows, stat)(idx)
+        want = [M.tensor_metrics(ref[i], out[i])[stat] for i in idx]
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    caps = ["the red vase is on the left", "a blue bowl", "a red vase", "the lamp"] * 5
+    refs = [["the red vase is on the right"], ["a blue bowl"], ["a green vase"], ["the lamp in the middle"]] * 5
+    stats = np.stack([M.bleu_item_stats(c, r) for c, r in zip(caps, refs)])
+    got = M.SummedStat(stats, M.bleu4_from_stats)(idx)
+    want = [M.bleu4([caps[k] for k in i], [refs[k] for k in i]) for i in idx]
+    np.testing.assert_allclose(got, want, rtol=1e-10)

@@ -306,6 +306,12 @@ def inspect_artifact(path: str | Path, model: str, weights_sha: str) -> Artifact
         raise ValidationError(f"artifact {folder} was made from weights sha256 {sha[:12]}…, the reference weights are {weights_sha[:12]}…",
                               "re-export from the weights you validate against, or pass --weights with the file it was made from",
                               code="EF910")
+    for fname, expected in (manifest.get("files") or {}).items():
+        f = folder / fname
+        if f.suffix in (".onnx", ".engine", ".plan", ".trt") and f.is_file() and expected and sha256_file(f) != expected:
+            raise ValidationError(f"artifact {folder}: {fname} does not match the sha256 in its manifest (changed after it was written)",
+                                  "re-run the stage that wrote it; validating a modified file proves nothing about the build",
+                                  code="EF916")
     name = folder.name if p.is_dir() else f"{folder.name}/{p.name}"
     return ArtifactInfo(p, name, manifest)
 
