@@ -56,7 +56,8 @@ def test_torch_eager_is_the_baseline_when_given(tiny: dict[str, Path]) -> None:
     assert res["baseline"] == "torch:museum-single"
     torch_row = res["rows"][0]
     assert torch_row["backend"].startswith("torch ") and torch_row["speedup"] == pytest.approx(1.0)
-    assert torch_row["median_ms"] > 0 and torch_row["peak_rss_mb"] > res["rows"][1]["peak_rss_mb"]  # torch is the heavier process
+    assert torch_row["median_ms"] > 0 and torch_row["peak_rss_mb"] > 0 and torch_row["model_rss_mb"] > 0
+    assert res["rows"][1]["speedup"] == pytest.approx(torch_row["median_ms"] / res["rows"][1]["median_ms"])
 
 
 def test_cli_writes_json_and_markdown(tiny: dict[str, Path], tmp_path: Path) -> None:
