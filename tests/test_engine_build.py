@@ -140,10 +140,17 @@ def test_no_gpu_is_a_typed_error(built) -> None:
 
 def test_shapes_outside_profile_are_typed_input_errors(built) -> None:
     runner = EngineRunner(built["fp16"].folder)
+    assert runner.max_batch == 8
     runner.check_shapes(probe_feed(8, 32))
-    for feed in (probe_feed(9, 8), probe_feed(1, 33), probe_feed(1, 3)):
+    runner.check_shapes(probe_feed(20, 8))  # above max batch: infer runs it in chunks of 8
+    for feed in (probe_feed(1, 33), probe_feed(1, 3), probe_feed(20, 40)):
         with pytest.raises(EngineShapeError) as e:
             runner.check_shapes(feed)
+        assert isinstance(e.value, InputError) and e.value.code == "EF831"
+    strict = EngineRunner(built["fp16"].folder, chunk_batches=False)
+    for feed in (probe_feed(9, 8), probe_feed(1, 33)):
+        with pytest.raises(EngineShapeError) as e:
+            strict.check_shapes(feed)
         assert isinstance(e.value, InputError) and e.value.code == "EF831"
 
 

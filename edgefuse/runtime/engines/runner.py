@@ -6,7 +6,9 @@ one (same feed checks in the base class, same output dict). On activation it ver
 manifest against this machine (file hashes, TensorRT flavour and version, GPU compute
 capability) before any engine bytes reach `deserialize_cuda_engine`. Split builds (vision,
 text, fusion engines) run as one model: each engine takes its inputs from the feed or from
-the engines before it.
+the engines before it. A batch above the profile's max runs in chunks (validate feeds 32 at a
+time; a kiosk engine is often built for 1..8); any other shape outside the profile is refused
+with EngineShapeError (EF831) before it reaches TensorRT.
 
 Written against the TensorRT 10 / TensorRT-RTX Python API (set_input_shape,
 set_tensor_address, execute_async_v3); device memory through edgefuse.runtime.engines.cuda.
@@ -123,9 +125,12 @@ class _Engine:
 class EngineRunner(Runner):
     """Runner over an engine folder written by `edgefuse build` (one engine, or a split set)."""
 
-    def __init__(self, path: str | os.PathLike[str], device: int = 0, runtime_cache: str | os.PathLike[str] | None = None) -> None:
-        """`runtime_cache`: TensorRT-RTX kernel cache file, loaded on activate and saved on deactivate."""
+    def __init__(self, path: str | os.PathLike[str], device: int = 0, runtime_cache: str | os.PathLike[str] | None = None,
+                 chunk_batches: bool = True) -> None:
+        """`runtime_cache`: TensorRT-RTX kernel cache file, loaded on activate and saved on deactivate.
+        `chunk_batches`: run batches above the profile's max in chunks (False: refuse them, EF831)."""
         super().__init__()
+        self.chunk_batches = chunk_batches
         self.folder, self.manifest = read_engine_manifest(Path(path))
         self.device = device
         self.runtime_cache = Path(runtime_cache) if runtime_cache is not None else None
@@ -160,9 +165,25 @@ class EngineRunner(Runner):
                     out[k] = v
         return out
 
+    @property
+    def max_batch(self) -> int | None:
+        """Largest batch the profile takes, when every input and output has `batch` first (else None)."""
+        specs = [*self.inputs, *self.outputs]
+        if not specs or any(not s.get("shape") or s["shape"][0] != "batch" for s in specs):
+            return None
+        prof = self.profile_shapes
+        return min(prof[s["name"]]["max"][0] for s in self.inputs if s["name"] in prof) if prof else None
+
     def check_shapes(self, feed: dict[str, np.ndarray]) -> None:
-        """Refuse a feed outside the engine profile (EngineShapeError), without a GPU."""
-        check_in_profile({k: np.shape(v) for k, v in feed.items()}, self.profile_shapes, engine=self.name)
+        """Refuse a feed outside the engine profile (EngineShapeError), without a GPU.
+
+        With `chunk_batches`, a batch above the profile's max is fine: infer runs it in chunks.
+        """
+        limit = self.max_batch if self.chunk_batches else None
+        shapes = {k: tuple(np.shape(v)) for k, v in feed.items()}
+        if limit:
+            shapes = {k: (min(s[0], limit), *s[1:]) if s else s for k, s in shapes.items()}
+        check_in_profile(shapes, self.profile_shapes, engine=self.name)
 
     def _activate(self) -> None:
         from edgefuse.runtime.engines import cuda
@@ -188,6 +209,14 @@ class EngineRunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_shapes(feed)
+        limit = self.max_batch if self.chunk_batches else None
+        n = next(iter(feed.values())).shape[0] if feed else 0
+        if limit and n > limit:  # e.g. validate's batches of 32 on an engine built for 1..8
+            parts = [self._infer_one({k: v[i:i + limit] for k, v in feed.items()}) for i in range(0, n, limit)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in self._output_names}
+        return self._infer_one(feed)
+
+    def _infer_one(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = dict(feed)
         for eng in self._engines:
             values.update(eng.run(values, self._stream))
@@ -204,12 +233,13 @@ class EngineRunner(Runner):
 
 
 def open_engine_runner(path: str | os.PathLike[str], device: int = 0, runtime_cache: str | os.PathLike[str] | None = None,
-                       **options: Any) -> EngineRunner:
+                       chunk_batches: bool = True, **options: Any) -> EngineRunner:
     """Factory used by edgefuse.runtime.runners.open_runner for engine folders and files."""
     ignored = {k: options.pop(k) for k in ("provider", "threads", "optimization") if k in options}
     if ignored:  # ONNX Runtime settings that callers pass to any runner; an engine has none of them
         log.debug("engine runner ignores %s", ", ".join(ignored))
     unknown = sorted(options)
     if unknown:
-        raise EngineError(f"engine runner does not take option(s) {', '.join(unknown)}", "options: device, runtime_cache", code="EF832")
-    return EngineRunner(path, device=device, runtime_cache=runtime_cache)
+        raise EngineError(f"engine runner does not take option(s) {', '.join(unknown)}", "options: device, runtime_cache, chunk_batches",
+                          code="EF832")
+    return EngineRunner(path, device=device, runtime_cache=runtime_cache, chunk_batches=chunk_batches)
