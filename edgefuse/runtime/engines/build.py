@@ -33,7 +33,7 @@ from edgefuse.config import EdgeConfig, TargetConfig
 from edgefuse.errors import ArtifactError, EngineError, TargetError
 from edgefuse.runtime.engines.flavours import Flavour, capture, cuda_major_of_build, get_flavour, get_logger, import_trt, library_version
 from edgefuse.runtime.engines.manifest import ENGINE_KIND, ENGINE_MANIFEST_VERSION
-from edgefuse.runtime.engines.profiles import ProfileShapes, axis_ranges, is_dynamic, profile_shapes
+from edgefuse.runtime.engines.profiles import ProfileShapes, axis_ranges, profile_shapes
 
 log = logging.getLogger(__name__)
 
