@@ -46,7 +46,11 @@ def test_family_exports_and_verifies(family, request, tmp_path):
         from edgefuse.export.exporter import export_model
 
         torch.set_num_threads(1)
-        res = export_model(model, tmp_path / f"{model}-fp32")
+        # --weights FILE: other weights than the shipped ones (seed 1), recorded by sha256
+        weights = zoo.save_weights(zoo.build_model(model, seed=1), tmp_path / "w" / "model.safetensors")
+        res = export_model(model, tmp_path / f"{model}-fp32", weights=weights)
+        assert res.manifest["weights_sha256"] == sha256_file(weights)
+        assert res.manifest["weights_source"] == str(weights)
     m = res.manifest
     assert m["family"] == family and m["precision"] == "fp32" and m["kind"] == "onnx"
     ver = m["verification"]
