@@ -313,3 +313,4 @@ def test_independent_engines_open_one_at_a_time(tmp_path: Path, cfg) -> None:
     assert e.value.code == "EF833" and "decoder.engine" in e.value.hint
     one = EngineRunner(res.folder / "decoder.engine")
     assert [x["name"] for x in one.entries] == ["decoder"] and "input_ids" in one.profile_shapes
+    assert one.name.endswith("/decoder.engine")

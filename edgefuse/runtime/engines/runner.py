@@ -134,6 +134,7 @@ class EngineRunner(Runner):
         self.folder, self.manifest = read_engine_manifest(Path(path))
         self.device = device
         self.runtime_cache = Path(runtime_cache) if runtime_cache is not None else None
+        self.name = f"{self.manifest['flavour']}:{self.folder.name}"
         entries = list(self.manifest["engines"])
         if self.manifest.get("split") or len(entries) == 1:
             self.entries = entries  # one engine, or vision/text/fusion run as one model
@@ -149,7 +150,6 @@ class EngineRunner(Runner):
             self.inputs = list(chosen[0]["inputs"])
             self.outputs = list(chosen[0]["outputs"])
             self.name = f"{self.manifest['flavour']}:{self.folder.name}/{chosen[0]['file']}"
-        self.name = f"{self.manifest['flavour']}:{self.folder.name}"
         self._engines: list[_Engine] = []
         self._stream: Any = None
         self._runtime: Any = None
