@@ -200,3 +200,15 @@ def test_eval_set_with_nothing_for_the_tasks(tmp_path):
     with pytest.raises(ValidationError) as ei:
         build_eval_set(tmp_path / "qa-only", None, ["captioning"], [])
     assert ei.value.code == "EF907" and "1 questions" in ei.value.message and "0 captions" in ei.value.message
+
+
+def test_captioning_artifact_is_validated_with_caption_metrics(caption_artifact, tmp_path, capsys):
+    """Greedy captions from the ONNX encoder + KV-cache decoder against PyTorch's; VQA gates do not apply."""
+    code, text = run_cli(["validate", str(caption_artifact), "-o", str(tmp_path / "r"), "--n", "3", "--resamples", "100"], capsys)
+    assert code == 0, text
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    (art,) = report["artifacts"]
+    assert {"caption_bleu4", "caption_exact_match", "caption_agreement", "tensor.image_tokens.cosine"} <= set(art["metrics"])
+    assert art["metrics"]["caption_agreement"]["value"] == 1.0  # the FP32 export generates PyTorch's captions
+    assert all(g["status"] == "skipped" for g in art["gates"]) and "no captioning" not in text
+    assert "no gate applies" in text

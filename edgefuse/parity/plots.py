@@ -100,7 +100,7 @@ def sensitivity_chart(rows: Sequence[tuple[str, float]], title: str, limit: int 
     label_w, plot_w, row_h, top = 260, 300, 18, 24
     hi = max(v for _, v in rows)
     hi = hi if hi > 0 else 1.0
-    body = [f'<text x="{label_w}" y="14" font-weight="bold">{escape(title)}</text>']
+    body = [f'<text x="8" y="14" font-weight="bold">{escape(title)}</text>']
     for i, (name, v) in enumerate(rows):
         y = top + i * row_h
         short = name if len(name) <= 40 else "…" + name[-39:]
@@ -108,7 +108,7 @@ def sensitivity_chart(rows: Sequence[tuple[str, float]], title: str, limit: int 
                     f'<rect x="{label_w}" y="{y + 3}" width="{max(v, 0) / hi * plot_w:.1f}" height="{row_h - 6}" fill="{COLORS["bar"]}">'
                     f'<title>{escape(name)}: {v:.1f} dB</title></rect>'
                     f'<text x="{label_w + max(v, 0) / hi * plot_w + 4:.1f}" y="{y + 13}">{v:.1f} dB</text>')
-    return _svg(label_w + plot_w + 60, top + row_h * len(rows) + 10, body, title)
+    return _svg(label_w + plot_w + 90, top + row_h * len(rows) + 10, body, title)
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -145,11 +145,12 @@ def attention_map(attn: np.ndarray, size: int = 96, title: str = "") -> str:
     g = int(round(math.sqrt(a.size)))
     if g * g != a.size or a.size == 0:
         return ""
-    top = a.max() if a.max() > 0 else 1.0
+    lo, hi = float(a.min()), float(a.max())
+    span = hi - lo if hi > lo else 1.0  # min..max so a nearly flat map still shows its structure
     cell = size / g
     body = []
     for i, v in enumerate(a):
-        t = max(0.0, min(1.0, v / top))
+        t = max(0.0, min(1.0, (v - lo) / span))
         r, gg, b = int(255 * t), int(255 * t * 0.6 + 20), int(90 * (1 - t) + 20)
         body.append(f'<rect x="{(i % g) * cell:.2f}" y="{(i // g) * cell:.2f}" width="{cell + 0.3:.2f}" height="{cell + 0.3:.2f}" '
                     f'fill="rgb({r},{gg},{b})"><title>patch {i}: {v:.3f}</title></rect>')

@@ -138,6 +138,8 @@ def _headline(report: ValidationReport) -> str:
     skipped = f", {c[SKIPPED]} skipped" if c[SKIPPED] else ""
     if not report.gates:
         return "no gates configured"
+    if total == 0:
+        return f"no gate applies to this model ({c[SKIPPED]} skipped)"
     if report.passed:
         return f"all {total} gates passed{skipped}"
     return f"{c[FAILED]} of {total} gates failed{skipped}"

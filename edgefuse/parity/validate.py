@@ -243,7 +243,8 @@ def runner_captioner(folder: Path, manifest: dict[str, Any], provider: str, toke
                               "re-export it with `edgefuse export museum-caption`", code="EF913")
     enc = open_runner(folder, provider=provider, file="image_encoder.onnx").activate()
     dec = open_runner(folder, provider=provider, file="decoder.onnx").activate()
-    gen = CaptionGenerator(enc, dec, GenerationConfig.from_dict(manifest["generation"]))
+    # the first decoder step has an empty KV cache (past_length 0), which the runner's feed check refuses
+    gen = CaptionGenerator(enc, lambda feed: dec.infer(feed, check=False), GenerationConfig.from_dict(manifest["generation"]))
 
     def run(pix: np.ndarray) -> tuple[list[str], np.ndarray]:
         ids = gen.generate(pix)  # greedy, as the reference's model.generate
