@@ -186,6 +186,9 @@ def test_nncf_backend_produces_tensorrt_style_int8(tiny: Path, tmp_path: Path, f
     assert any(v.dtype == np.int8 and v.ndim == 2 for v in inits.values())  # weights stored as INT8
     ref = run_model(make_session(onnx.load(str(tiny / "model.onnx"))), feeds)
     assert min(output_sqnr(ref, run_model(make_session(m), feeds)).values()) > 20.0
+    again = quantize_artifact(tiny, Int8NncfConfig(), tmp_path / "nncf2", CalibrationOptions(num_samples=12, cache_dir=None),
+                              QuantizeOptions(eval_samples=0, sensitivity=False))
+    assert (again.folder / "model.onnx").read_bytes() == (res.folder / "model.onnx").read_bytes()  # deterministic too
 
 
 def test_bad_input_is_typed_and_leaves_nothing(tiny: Path, int8, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +259,13 @@ def test_caption_artifact_both_graphs_quantized(caption_artifact: Path, tmp_path
         quantize_artifact(caption_artifact, Fp16Config(), tmp_path / "cap-b", cal,
                           QuantizeOptions(eval_samples=0, sensitivity=False, budget_metric="vqa_accuracy", max_drop=1.0))
     assert e.value.code == "EF540"
+
+
+def test_kept_groups_are_lowered_only_when_measurement_says_so(tiny: Path, tmp_path: Path) -> None:
+    res = quantize_artifact(tiny, Int8OrtConfig(promote_min_sqnr=-1000.0, exclude_nodes=["vqa_Gemm"]), tmp_path / "promo", CAL,
+                            QuantizeOptions(eval_samples=0, sensitivity_samples=4))
+    assert "fusion.0.attn#attention" in res.report["promoted"] and "heads.itm" in res.report["promoted"]
+    assert "heads.vqa" not in res.report["promoted"]  # a user exclusion stays
+    none = quantize_artifact(tiny, Int8OrtConfig(promote_min_sqnr=1000.0), tmp_path / "promo2", CAL,
+                             QuantizeOptions(eval_samples=0, sensitivity_samples=4))
+    assert none.report["promoted"] == []

@@ -182,7 +182,7 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
         say(f"{f} {config.TYPE}: {len(plans[f].default)} of {len(plans[f].groups)} groups lowered by default")
 
     sensitivity: list[dict[str, Any]] = []
-    if opt.sensitivity or opt.budget_metric:
+    if opt.sensitivity or opt.budget_metric or getattr(config, "promote_min_sqnr", None) is not None:
         for f, plan in plans.items():
             rows = group_sensitivity(plan, graphs[f][0], per_graph[f].feeds[: max(1, opt.sensitivity_samples)], opt.threads)
             for r in rows:
@@ -190,6 +190,7 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
             sensitivity += rows
         sensitivity.sort(key=lambda r: (r["sqnr_db"], r["graph"], r["group"]))
         say(f"sensitivity: {len(sensitivity)} groups measured")
+    promoted = _promote(plans, sensitivity, getattr(config, "promote_min_sqnr", None))
 
     finals: dict[str, onnx.ModelProto] = {}
     lowered_by_graph: dict[str, list[str]] = {}
@@ -283,6 +284,7 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
         "calibration": {**calib.identity(), "requested": cal.num_samples, "coverage": calib.coverage,
                         **({"feeds_per_graph": {f: len(c.feeds) for f, c in per_graph.items()}} if multi else {})},
         "groups": {"total": total, "lowered": lowered_names, "kept": kept_names},
+        "promoted": promoted,
         "lowered_nodes": sum(len(plans[f].nodes_of(lowered_by_graph[f])) for f in plans),
         "kept_in_higher_precision": kept_rows,
         "output_sqnr_db": sqnr,
@@ -305,6 +307,27 @@ def quantize_artifact(artifact: str | os.PathLike[str], config: QuantConfig, out
         write_manifest(tmp, new_manifest)
     say(f"wrote {out_dir}")
     return QuantizeResult(out_dir, config.precision, report, sensitivity)
+
+
+def _promote(plans: dict[str, Any], sensitivity: list[dict[str, Any]], min_sqnr: float | None) -> list[str]:
+    """Lower groups the defaults keep (attention, heads, embeddings) where measurement shows
+    they cost little: isolated SQNR >= `min_sqnr` dB. User exclusions are never promoted."""
+    if min_sqnr is None:
+        return []
+    out = []
+    for r in sensitivity:
+        plan = plans[r["graph"]]
+        g = r["group"]
+        if g in plan.default or r["sqnr_db"] < min_sqnr:
+            continue
+        reasons = [plan.kept.get(n, [""])[0] for n in plan.groups[g]]
+        if any("exclude_nodes" in x for x in reasons):
+            continue
+        plan.default.append(g)
+        for n in plan.groups[g]:
+            plan.kept.pop(n, None)
+        out.append(f"{r['graph']}:{g}" if len(plans) > 1 else g)
+    return sorted(out)
 
 
 def _answers(folder: Path) -> list[str] | None:

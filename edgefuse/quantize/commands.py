@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         eval_samples: int = typer.Option(200, "--eval-samples", help="Labelled museum val samples per task for the drops (0 = skip)."),
         quantize_attention: bool = typer.Option(False, "--quantize-attention", help="INT8: also lower the attention-score MatMuls."),
         quantize_head: bool = typer.Option(False, "--quantize-head", help="INT8: also lower the final head layers."),
+        promote_above: float = typer.Option(None, "--promote-above", help="INT8: also lower kept groups whose measured SQNR "
+                                            "alone is at least this many dB."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the calibration statistics cache."),
         threads: int = typer.Option(1, "--threads", help="ONNX Runtime threads while measuring."),
         config: Path = typer.Option(None, "--config", help="edge_config.yaml (default: ./edge_config.yaml if present)."),
@@ -41,7 +43,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config)
         overrides = {}
         if precision == "int8":
-            overrides = {"quantize_attention": quantize_attention, "quantize_head": quantize_head}
+            overrides = {"quantize_attention": quantize_attention, "quantize_head": quantize_head, "promote_min_sqnr": promote_above}
         recipe = make_config(precision, backend or cfg.quantize.backend, method or cfg.quantize.calibration_method, **overrides)
         metric, drop = budget_metric, max_drop
         if not no_budget and metric is None and drop is None:
@@ -87,6 +89,8 @@ def register(app: typer.Typer) -> None:
                 cpu = m.get("cpu_kernels", {}).get("drops", {}).get(k)
                 t.add_row(k, "" if ref is None else f"{ref:.2f}", f"{v:.2f}", f"{m[mode]['drops'][k]:.2f}", "" if cpu is None else f"{cpu:.2f}")
             console.print(t)
+        if rep.get("promoted"):
+            console.print(f"promoted by measurement (SQNR >= {promote_above} dB): {', '.join(rep['promoted'])}")
         b = rep.get("budget")
         if b:
             state = "[green]met[/]" if b["met"] else "[red]missed[/]"

@@ -46,6 +46,8 @@ class _Int8Base:
     MatMul/Gemm/Conv. Transformer-aware defaults keep the attention-score MatMuls, the final
     head layers and the embedding table in FP32 (residual adds, LayerNorm, Softmax and the box
     sigmoid carry no Q/DQ at all); `quantize_*` flags or `include_nodes` override them.
+    `entropy` is ORT's KL threshold search over `num_bins` (pure Python: slow on big models);
+    `percentile` clips at `percentile` of |x|.
     """
 
     method: str = "minmax"
@@ -58,6 +60,7 @@ class _Int8Base:
     quantize_embedding: bool = False
     exclude_nodes: list[str] = field(default_factory=list)
     include_nodes: list[str] = field(default_factory=list)
+    promote_min_sqnr: float | None = None  # lower kept groups whose measured SQNR alone is >= this (dB)
 
     @property
     def precision(self) -> str:
