@@ -314,3 +314,8 @@ def test_independent_engines_open_one_at_a_time(tmp_path: Path, cfg) -> None:
     one = EngineRunner(res.folder / "decoder.engine")
     assert [x["name"] for x in one.entries] == ["decoder"] and "input_ids" in one.profile_shapes
     assert one.name.endswith("/decoder.engine")
+
+
+def test_fp32_build_turns_tf32_off(built) -> None:
+    assert built["fp32"].manifest["build"]["tf32"] is False  # no silent FP32 -> TF32 downgrade
+    assert "tf32" not in built["fp16"].manifest["build"]

@@ -234,6 +234,9 @@ def _configure(trt: ModuleType, flavour: Flavour, builder: Any, network: Any, un
     cfg.builder_optimization_level = int(target.optimization_level)
     if target.workspace_mb:
         cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(target.workspace_mb) << 20)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        cfg.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default: an FP32 artifact stays FP32, no silent downgrade
+        record["tf32"] = False
     if not record["strongly_typed"]:  # TensorRT 10 weakly typed: flags say which precisions kernels may use
         if precision in ("fp16", "int8"):
             cfg.set_flag(trt.BuilderFlag.FP16)
@@ -322,7 +325,7 @@ def build_engines(
                 raise EngineError(f"{flavour.name} could not build {unit.name}: {errs[0].splitlines()[0][:300]}",
                                   "see the TensorRT log with -v; check the target's profiles and the model's ops", code="EF820")
             data = bytes(blob)
-            name = f"{unit.name if unit.name != 'model' else 'model'}.engine"
+            name = f"{unit.name}.engine"
             atomic_write_bytes(tmp / name, data)
             engines.append({"name": unit.name, "file": name, "sha256": sha256_bytes(data), "bytes": len(data),
                             "source": unit.onnx_path.name if unit.onnx_path is not None else f"split of {files[0].name}",
