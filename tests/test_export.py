@@ -191,3 +191,7 @@ def test_cli_inspect(fp32_artifact, capsys):
     assert info["manifest"]["model"] == "museum-dual"
     rc, out, _ = _cli(["inspect", str(fp32_artifact)], capsys)
     assert rc == 0 and "op histogram" in out and "[batch, text_length]" in out
+    rc, out, _ = _cli(["inspect", str(fp32_artifact / "model.onnx"), "--json"], capsys)  # one file: manifest beside it
+    assert rc == 0 and json.loads(out)["manifest"]["model"] == "museum-dual"
+    rc, _, err = _cli(["inspect", str(fp32_artifact / "nope")], capsys)
+    assert rc == 2 and "does not exist" in err

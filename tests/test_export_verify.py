@@ -211,3 +211,22 @@ def test_unsupported_op_is_named(tmp_path):
         export_model("test_export_verify:eigen_factory", tmp_path / "o")
     assert ei.value.code == "EF404" and "aten._linalg_eigh" in ei.value.message
     assert not (tmp_path / "o").exists()
+
+
+def tiny_factory():
+    torch.manual_seed(0)
+    return TinyFusion().eval(), tiny_spec("tiny-factory")
+
+
+def test_interrupted_export_leaves_nothing_that_looks_finished(tmp_path, monkeypatch):
+    """Ctrl-C during verification (after model.onnx was written to the staging folder)."""
+    import edgefuse.export.exporter as exporter
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exporter, "verify_onnx", interrupt)
+    out = tmp_path / "tiny-fp32"
+    with pytest.raises(KeyboardInterrupt):
+        export_model("test_export_verify:tiny_factory", out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
