@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -40,6 +40,12 @@ class PipelineResult:
     def exit_code(self) -> int:
         return self.report.exit_code
 
+    def to_dict(self) -> dict[str, Any]:
+        """pipeline.json: what ran, where it went, how long each stage took, the verdict."""
+        return {"model": self.report.model.get("name"), "artifacts": {k: str(v) for k, v in self.artifacts.items()},
+                "report_dir": str(self.report_dir), "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+                "exit_code": self.exit_code, "gate_counts": self.report.counts()}
+
 
 def artifact_name(model: str, precision: str) -> str:
     safe = model.replace(":", "-").replace("/", "-").replace(".", "-") if ":" in model else Path(model).name
@@ -50,6 +56,7 @@ def run_pipeline(config: EdgeConfig | str | Path | None = None, out: str | Path 
                  overwrite: bool = True, quantize_eval_samples: int = DEFAULT_QUANTIZE_EVAL, threads: int = 1,
                  resamples: int = 1000, progress: Callable[[str], None] | None = None) -> PipelineResult:
     """Export, quantize and validate the config's model; reports in `<out>/report`."""
+    from edgefuse.artifacts import atomic_write_json
     from edgefuse.config import EdgeConfig, load_config
     from edgefuse.export.exporter import export_model
     from edgefuse.parity.gates import check_gates
@@ -97,7 +104,9 @@ def run_pipeline(config: EdgeConfig | str | Path | None = None, out: str | Path 
                       provider="cpu", threads=threads, resamples=resamples, command="edgefuse pipeline")
     seconds["validate"] = time.perf_counter() - t
     seconds["total"] = sum(seconds.values())
-    return PipelineResult(artifacts, report, report_dir, seconds)
+    result = PipelineResult(artifacts, report, report_dir, seconds)
+    atomic_write_json(out_dir / "pipeline.json", result.to_dict())
+    return result
 
 
 def register(app: typer.Typer) -> None:
