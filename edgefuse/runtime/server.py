@@ -120,47 +120,54 @@ class Worker:
 
     def _loop(self) -> None:
         while True:
-            job = self._next(None)
-            if job is None:
-                return
-            if self._expired(job):
-                continue
-            if job.kind != "ask":
-                self._run_single(job)
-                continue
-            batch = [job]
-            wait_until = time.perf_counter() + self.settings.batch_wait_ms / 1000.0
-            stop = False
-            while len(batch) < self.settings.max_batch:
-                try:
-                    nxt = self.queue.get_nowait()
-                except queue.Empty:
-                    remaining = wait_until - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    try:
-                        nxt = self.queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if nxt is None:
-                    stop = True
+            try:
+                if not self._step():
+                    return
+            except Exception:  # noqa: BLE001 - the worker must outlive any one request
+                log.exception("kiosk worker error (request dropped)")
+
+    def _step(self) -> bool:
+        """Serve one job or batch; False when told to stop."""
+        job = self._next(None)
+        if job is None:
+            return False
+        if self._expired(job):
+            return True
+        if job.kind != "ask":
+            self._run_single(job)
+            return True
+        batch = [job]
+        wait_until = time.perf_counter() + self.settings.batch_wait_ms / 1000.0
+        stop = False
+        while len(batch) < self.settings.max_batch:
+            try:
+                nxt = self.queue.get_nowait()
+            except queue.Empty:
+                remaining = wait_until - time.perf_counter()
+                if remaining <= 0:
                     break
-                if self._expired(nxt):
-                    continue
-                if nxt.kind == "ask" and nxt.args[2] == job.args[2]:  # same top_k
-                    batch.append(nxt)
-                else:
-                    self._held.append(nxt)
-            self._run_batch(batch)
-            if stop:
-                return
+                try:
+                    nxt = self.queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if nxt is None:
+                stop = True
+                break
+            if self._expired(nxt):
+                continue
+            if nxt.kind == "ask" and nxt.args[2] == job.args[2]:  # same top_k
+                batch.append(nxt)
+            else:
+                self._held.append(nxt)
+        self._run_batch(batch)
+        return not stop
 
     def _expired(self, job: _Job) -> bool:
-        if time.perf_counter() > job.deadline:
+        """Drop a job whose deadline passed (or whose request already gave up) instead of computing it."""
+        if job.future.done() or time.perf_counter() > job.deadline:
             self.stats.add("expired")
-            if not job.future.done():
-                job.future.set_exception(RunnerError("the request waited past its deadline", "the kiosk is busy; try again",
-                                                     code="EF791"))
+            _settle(job.future, error=RunnerError("the request waited past its deadline", "the kiosk is busy; try again",
+                                                  code="EF791"))
             return True
         return False
 
@@ -171,13 +178,13 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - delivered to every waiting request
             self.stats.add("failed", len(batch))
             for j in batch:
-                j.future.set_exception(e)
+                _settle(j.future, error=e)
             return
         self.stats.add("batches")
         self.stats.add("batched_items", len(batch))
         self.stats.add("completed", len(batch))
         for j, a in zip(batch, answers, strict=True):
-            j.future.set_result(a)
+            _settle(j.future, result=a)
 
     def _run_single(self, job: _Job) -> None:
         fn = {"ground": self.pipeline.ground, "match": self.pipeline.match, "caption": self.pipeline.caption}[job.kind]
@@ -185,10 +192,23 @@ class Worker:
             result = fn(*job.args)
         except Exception as e:  # noqa: BLE001
             self.stats.add("failed")
-            job.future.set_exception(e)
+            _settle(job.future, error=e)
             return
         self.stats.add("completed")
-        job.future.set_result(result)
+        _settle(job.future, result=result)
+
+
+def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Complete a request's future unless the request already gave up (deadline, disconnect)."""
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except Exception:  # noqa: BLE001 - InvalidStateError: cancelled in between
+        pass
 
 
 class BodyLimit:
@@ -317,8 +337,9 @@ class KioskState:
         job = _Job(kind, args, deadline)
         self.worker.submit(job)
         try:
-            # the worker drops jobs whose deadline passed while queued; a batch already running is awaited
-            return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=remaining + 1.0)
+            # the worker drops jobs whose deadline passed while queued; one still running at the
+            # deadline is answered 503 here (its result is discarded), so a 200 is never late
+            return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=remaining)
         except asyncio.TimeoutError:
             raise RunnerError("the request ran past its deadline", "the kiosk is busy; try again", code="EF792") from None
 
