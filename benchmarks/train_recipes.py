@@ -1,6 +1,6 @@
 """Train several recipes side by side and compare their validation metrics in one run.
 
-Each spec is MODEL:STEPS:BATCH:LR (e.g. museum-dual:1500:32:1e-3). Every spec trains in its
+Each spec is MODEL:STEPS:BATCH:LR[:KEY=VALUE,...] (e.g. museum-dual:1500:32:1e-3:dropout=0). Every spec trains in its
 own process (`edgefuse train`), then `edgefuse eval --split val` measures it; the script
 prints one table and writes summary.json plus, with --pack, one weights tarball per spec.
 Used to choose the shipped recipes (on a lent GPU: `--device cuda --jobs 8`).
@@ -20,21 +20,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def run_spec(spec: str, work: Path, device: str, n_val: int, threads: int, eval_every: int = 0) -> dict:
-    model, steps, batch, lr = spec.split(":")
-    out = work / spec.replace(":", "_")
+def run_spec(spec: str, work: Path, device: str, n_val: int, threads: int, eval_every: int = 0, pack: Path | None = None) -> dict:
+    model, steps, batch, lr, *extra = spec.split(":")
+    sets = [a for kv in extra for part in kv.split(",") if part for a in ("--set", part)]
+    out = work / spec.replace(":", "_").replace(",", "_").replace("=", "")
     log = out.with_suffix(".log")
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        rc = subprocess.call([sys.executable, "-m", "edgefuse", "train", model, "--steps", steps, "--batch-size", batch,
+        rc = subprocess.call([sys.executable, "-m", "edgefuse.models.train_commands", "train", model, "--steps", steps, "--batch-size", batch,
                               "--lr", lr, "--out", str(out), "--device", device, "--threads", str(threads),
-                              "--eval-every", str(eval_every), "--eval-n", "200"],
+                              "--eval-every", str(eval_every), "--eval-n", "200", *sets],
                              stdout=f, stderr=subprocess.STDOUT)
         train_s = time.perf_counter() - t0
         metrics_path = out / "val_metrics.json"
         if rc == 0:
-            rc = subprocess.call([sys.executable, "-m", "edgefuse", "eval", model, "--split", "val", "--n", str(n_val),
+            rc = subprocess.call([sys.executable, "-m", "edgefuse.models.train_commands", "eval", model, "--split", "val", "--n", str(n_val),
                                   "--weights", str(out / "model.safetensors"), "--device", device,
                                   "--json", str(metrics_path)], stdout=f, stderr=subprocess.STDOUT)
     res = {"spec": spec, "rc": rc, "train_s": round(train_s, 1), "out": str(out)}
@@ -44,7 +45,21 @@ def run_spec(spec: str, work: Path, device: str, n_val: int, threads: int, eval_
                         for h in train_log["loss_every_50"] if any(k.startswith("val_") for k in h)]
         m = json.loads(metrics_path.read_text())
         res.update({k: m[k] for k in ("vqa", "itm", "grounding", "captioning") if k in m})
+        if pack is not None:
+            pack_one(out, pack)
+    print(summary_line(res), flush=True)
+    if rc != 0:
+        print("\n".join(log.read_text().splitlines()[-15:]), flush=True)
     return res
+
+
+def pack_one(out: Path, pack: Path) -> None:
+    """One tarball per spec, written as soon as the spec is done (so a cut-off run still returns it)."""
+    pack.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(pack / f"{out.name}.tar.gz", "w:gz") as tar:
+        for name in ("model.safetensors", "config.json", "tokenizer.json", "answers.json", "train_log.json", "val_metrics.json"):
+            if (out / name).exists():
+                tar.add(out / name, arcname=f"{out.name}/{name}")
 
 
 def summary_line(r: dict) -> str:
@@ -62,7 +77,7 @@ def summary_line(r: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("specs", nargs="+", help="MODEL:STEPS:BATCH:LR")
+    ap.add_argument("specs", nargs="+", help="MODEL:STEPS:BATCH:LR[:KEY=VALUE,...]")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgefuse-recipes"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1)
@@ -72,23 +87,12 @@ def main() -> int:
     ap.add_argument("--pack", type=Path, default=None, help="folder for one weights tarball per spec + summary.json")
     args = ap.parse_args()
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda s: run_spec(s, args.work, args.device, args.n_val, args.threads, args.eval_every), args.specs))
+        results = list(pool.map(lambda s: run_spec(s, args.work, args.device, args.n_val, args.threads, args.eval_every, args.pack), args.specs))
     for r in results:
         for point in r.get("curve", []):
             print(f"  {r['spec']} {point}")
     for r in results:
         print(summary_line(r), flush=True)
-    if args.pack is not None:
-        args.pack.mkdir(parents=True, exist_ok=True)
-        (args.pack / "summary.json").write_text(json.dumps(results, indent=2))
-        for r in results:
-            if r["rc"] != 0:
-                continue
-            out = Path(r["out"])
-            with tarfile.open(args.pack / f"{out.name}.tar.gz", "w:gz") as tar:
-                for name in ("model.safetensors", "config.json", "tokenizer.json", "answers.json", "train_log.json", "val_metrics.json"):
-                    if (out / name).exists():
-                        tar.add(out / name, arcname=f"{out.name}/{name}")
     return 0 if all(r["rc"] == 0 for r in results) else 1
 
 

@@ -66,28 +66,48 @@ class TrainConfig:
         default_factory=lambda: {"vqa": 1.0, "itm": 1.0, "mlm": 0.5, "l1": 5.0, "giou": 2.0, "caption": 1.0}
     )
     checkpoint_every: int = 200
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # zoo config keys, e.g. {"dropout": 0.0}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # The recipes that trained the shipped weights (edgefuse train MODEL with no options uses them).
+# Chosen by benchmarks/train_recipes.py on the validation split (see each weights/<name>/card.md).
 RECIPES: dict[str, dict[str, Any]] = {
-    "museum-dual": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100},
-    "museum-single": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100},
-    "museum-gated": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100},
-    "museum-caption": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100},
+    "museum-dual": {"steps": 1200, "batch_size": 16, "lr": 1e-3, "warmup": 100, "mlm_prob": 0.4,
+                    "questions_per_image": 1, "hard_negatives": 2, "model_overrides": {"dropout": 0}},
+    "museum-single": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100, "mlm_prob": 0.4,
+                      "model_overrides": {"dropout": 0}},
+    "museum-gated": {"steps": 1800, "batch_size": 32, "lr": 3e-4, "warmup": 100, "mlm_prob": 0.4,
+                     "model_overrides": {"dropout": 0}},
+    "museum-caption": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "warmup": 100},
 }
 
 
-def recipe(model: str, **overrides: Any) -> TrainConfig:
-    """The shipped recipe for `model`, with any non-None overrides applied."""
-    base = dict(RECIPES.get(model, {}))
+def recipe(model: str, settings: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """The shipped recipe for `model`, with any non-None overrides applied.
+
+    `settings` (from `--set KEY=VALUE`) may name TrainConfig fields or zoo config keys of the
+    model (those go to `model_overrides`, e.g. dropout).
+    """
+    from edgefuse.errors import suggest
+    from edgefuse.models.zoo import get_entry
+
+    base = json.loads(json.dumps(RECIPES.get(model, {})))  # deep copy
     base.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    model_keys = set(get_entry(model).config)
+    for key, value in (settings or {}).items():
+        if key in names:
+            base[key] = value
+        elif key in model_keys:
+            base.setdefault("model_overrides", {})[key] = value
+        else:
+            raise ConfigError(f"unknown training option '{key}'", suggest(key, names | model_keys), code="EF120")
     unknown = set(base) - names
     if unknown:
-        raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}", code="EF120")
+        raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}", suggest(sorted(unknown)[0], names), code="EF120")
     cfg = TrainConfig(model=model, **base)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.accum < 1 or cfg.warmup < 0 or cfg.lr <= 0:
         raise ConfigError(
@@ -406,7 +426,7 @@ class Trainer:
         self.mask_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.tokenizer = default_tokenizer()
         self.answers = answer_vocabulary()
-        self.model = build_model(cfg.model, seed=cfg.seed).to(self.device)
+        self.model = build_model(cfg.model, seed=cfg.seed, **cfg.model_overrides).to(self.device)
         self.model.train()
         self.image_size = int(self.model.config["image_size"])
         self.max_text_length = min(cfg.max_text_length, int(self.model.config["max_text_length"]))

@@ -33,6 +33,7 @@ def train(
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Measure val metrics every N steps (0 = never; no effect on the loss curve)."),
     eval_n: int = typer.Option(200, "--eval-n", help="Val images for --eval-every."),
+    settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE recipe or model-config override (repeatable), e.g. --set dropout=0."),
 ) -> None:
     """Train MODEL with the article's multi-task recipe; write weights, tokenizer, answers and a log."""
     from edgefuse.errors import ConfigError
@@ -49,7 +50,7 @@ def train(
 
     if threads > 0:
         torch.set_num_threads(threads)
-    cfg = recipe(model, steps=steps, batch_size=batch_size, accum=accum, lr=lr, warmup=warmup, seed=seed, n_train=n_train)
+    cfg = recipe(model, _parse_settings(settings or []), steps=steps, batch_size=batch_size, accum=accum, lr=lr, warmup=warmup, seed=seed, n_train=n_train)
     out = out or Path("runs") / model
     console = Console()
     console.print(f"training {model}: {cfg.steps} steps x {cfg.batch_size} images x {cfg.accum} accum, lr {cfg.lr:g}, "
@@ -69,6 +70,24 @@ def train(
         progress.update(task, completed=result.steps)
     console.print(f"wrote {out} in {result.wall_s:.0f} s (final loss {result.final.get('loss', float('nan')):.4f})")
     console.print(f"next: edgefuse eval {model} --weights {out / 'model.safetensors'}")
+
+
+def _parse_settings(items: list[str]) -> dict[str, object]:
+    """KEY=VALUE pairs; values parse as JSON (numbers, true/false, lists) or stay strings."""
+    import json
+
+    from edgefuse.errors import ConfigError
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad --set '{item}'", "write KEY=VALUE, e.g. --set dropout=0", code="EF125")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def eval_cmd(
@@ -138,3 +157,9 @@ def metric_rows(res: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+
+
+if __name__ == "__main__":  # `python -m edgefuse.models.train_commands train|eval ...`: only these two verbs
+    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(_app)
+    _app()
