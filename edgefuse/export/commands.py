@@ -55,16 +55,20 @@ def export(
     if str(m.get("weights_source", "")).startswith("random-init"):
         console.print(f"[yellow]warning: no trained weights for {model}: exported random-init weights[/yellow] "
                       f"(train: edgefuse train {model})")
-    table = Table(title=f"{m['model']} -> {res.folder} ({res.seconds:.1f} s)")
-    for col in ("output", "max abs err", "max rel err", "min cosine", "task agreement"):
-        table.add_column(col, justify="left" if col == "output" else "right")
+    table = Table(title=f"{m['model']} -> {res.folder} ({res.seconds:.1f} s): ONNX Runtime vs PyTorch")
+    for col in ("graph", "output", "max abs", "max rel", "min cosine", "agreement"):
+        table.add_column(col, justify="left" if col in ("graph", "output") else "right", no_wrap=col != "graph")
     for graph, summary in (m.get("verification") or {}).items():
         for name, s in (summary or {}).get("outputs", {}).items():
-            agree = s.get("min_iou") if s.get("min_iou") is not None else s.get("min_agreement")
-            table.add_row(f"{graph}:{name}", f"{s['max_abs']:.2e}", f"{s['max_rel']:.2e}", f"{s['min_cosine']:.7f}",
-                          "-" if agree is None else (f"IoU {agree:.4f}" if s.get("min_iou") is not None else f"{agree:.3f}"))
+            if s.get("min_iou") is not None:
+                agree = f"IoU {s['min_iou']:.4f}"
+            else:
+                agree = "-" if s.get("min_agreement") is None else f"{s['min_agreement']:.3f}"
+            table.add_row(graph.removesuffix(".onnx"), name, f"{s['max_abs']:.1e}", f"{s['max_rel']:.1e}",
+                          f"{s['min_cosine']:.6f}", agree)
         if isinstance(summary, dict) and "agreement" in summary:
-            table.add_row(f"{graph}", "", "", "", ", ".join(f"{k} {v:.3f}" for k, v in summary["agreement"].items()))
+            for k, v in summary["agreement"].items():
+                table.add_row(graph, f"{k} caption", "", "", "", f"{v:.3f}")
     if m.get("verification"):
         console.print(table)
     else:

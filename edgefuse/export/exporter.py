@@ -92,7 +92,7 @@ def resolve_zoo(name: str, weights: str | Path | None = None, pretrained: bool |
         raise ExportError(f"no shipped weights for {name} at {entry.weights_file}",
                           f"train them with `edgefuse train {name}` or pass --weights FILE", code="EF421")
     else:
-        log.warning("no shipped weights for %s: exporting a random-init model (seed 0)", name)
+        log.info("no shipped weights for %s: exporting a random-init model (seed 0)", name)
         module = zoo.load_model(name, pretrained=False)
         w_sha, w_src = state_sha256(module), "random-init:seed0"
         folder = None
