@@ -85,3 +85,17 @@ def test_zoo_split_build(fp32_artifact: Path, cfg, tmp_path: Path) -> None:
     assert [e["name"] for e in res.manifest["engines"]] == ["vision", "text", "fusion"]
     fusion_out = {o["name"] for o in res.manifest["engines"][2]["outputs"]}
     assert fusion_out == {"vqa_logits", "itm_logits", "box", "grounding_attention"}
+
+
+def test_doctor_eval_feeds_are_museum_questions_inside_the_profile(fp32_artifact: Path) -> None:
+    from edgefuse.runtime.engines.doctor import eval_feeds
+    from edgefuse.runtime.engines.profiles import check_in_profile
+
+    profile = {"pixel_values": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [8, 3, 64, 64]},
+               "input_ids": {"min": [1, 4], "opt": [1, 16], "max": [8, 32]},
+               "attention_mask": {"min": [1, 4], "opt": [1, 16], "max": [8, 32]}}
+    what, feeds = eval_feeds(fp32_artifact, read_manifest(fp32_artifact), 4, profile)
+    assert what.startswith("museum test split") and len(feeds) == 4
+    for feed in feeds:
+        check_in_profile({k: v.shape for k, v in feed.items()}, profile)
+        assert feed["attention_mask"].sum() >= 3  # [CLS] question [SEP]
