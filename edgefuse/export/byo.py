@@ -39,6 +39,33 @@ def is_factory_ref(model: str) -> bool:
     return ":" in model and not Path(model).exists()
 
 
+def _call_factory(ref: str, module_name: str, attr: str) -> Any:
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ExportError(f"cannot import '{module_name}' for factory '{ref}': {e}",
+                          "check the module path and that its package is installed or in the working directory",
+                          code="EF431") from e
+    except Exception as e:
+        raise ExportError(f"importing '{module_name}' raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                          "fix the module so it imports cleanly", code="EF431") from e
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ExportError(f"'{module_name}' has no attribute '{attr}'", "name a function that returns (nn.Module, ExportSpec)",
+                              code="EF432")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ExportError(f"'{ref}' is not callable", "name a function that returns (nn.Module, ExportSpec)", code="EF432")
+    try:
+        return obj()
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"factory '{ref}' raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                          "run the factory in Python to see the traceback", code="EF434") from e
+
+
 def load_factory(ref: str, search_path: str | Path | None = ".") -> FactoryResult:
     """Import `package.module:factory`, call it, check what it returns."""
     from torch import nn
@@ -50,34 +77,11 @@ def load_factory(ref: str, search_path: str | Path | None = ".") -> FactoryResul
     if search_path is not None and str(Path(search_path).resolve()) not in [str(Path(p).resolve()) for p in sys.path if p]:
         sys.path.insert(0, str(Path(search_path).resolve()))  # like `python -m`: the working directory imports
         added = True
-    try:
-        try:
-            mod = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ExportError(f"cannot import '{module_name}' for factory '{ref}': {e}",
-                              "check the module path and that its package is installed or in the working directory",
-                              code="EF431") from e
-        except Exception as e:
-            raise ExportError(f"importing '{module_name}' raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                              "fix the module so it imports cleanly", code="EF431") from e
+    try:  # the path stays while the factory runs: it may import more modules lazily
+        out = _call_factory(ref, module_name, attr)
     finally:
         if added:
-            sys.path.pop(0)
-    obj: Any = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ExportError(f"'{module_name}' has no attribute '{attr}'", "name a function that returns (nn.Module, ExportSpec)",
-                              code="EF432")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ExportError(f"'{ref}' is not callable", "name a function that returns (nn.Module, ExportSpec)", code="EF432")
-    try:
-        out = obj()
-    except ExportError:
-        raise
-    except Exception as e:
-        raise ExportError(f"factory '{ref}' raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                          "run the factory in Python to see the traceback", code="EF434") from e
+            sys.path.remove(str(Path(search_path).resolve()))
     if not isinstance(out, tuple) or len(out) not in (2, 3):
         raise ExportError(f"factory '{ref}' returned {type(out).__name__}, expected (nn.Module, ExportSpec)",
                           "return a tuple: (model, spec) or (model, spec, assets)", code="EF433")
