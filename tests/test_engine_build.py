@@ -319,3 +319,9 @@ def test_independent_engines_open_one_at_a_time(tmp_path: Path, cfg) -> None:
 def test_fp32_build_turns_tf32_off(built) -> None:
     assert built["fp32"].manifest["build"]["tf32"] is False  # no silent FP32 -> TF32 downgrade
     assert "tf32" not in built["fp16"].manifest["build"]
+
+
+def test_onnxruntime_target_builds_no_engine(probe_artifacts, cfg) -> None:
+    with pytest.raises(TargetError) as e:
+        build_engines(probe_artifacts["fp16"], "x86-cpu", cfg)
+    assert e.value.code == "EF812" and "ONNX" in e.value.message
