@@ -201,9 +201,10 @@ def test_check_feed_is_backend_neutral() -> None:
         assert r.infer({"x": np.ones((3, 2), np.float32)})["x"].sum() == 12
         with pytest.raises(InputError, match="dim 1"):
             r.infer({"x": np.ones((3, 3), np.float32)})
-    specs = [TensorSpec("a", np.dtype(np.int64), ("batch",))]
+    specs = [TensorSpec("a", np.dtype(np.int64), ("batch",)), TensorSpec("kv", np.dtype(np.float32), ("batch", "past_length"))]
     with pytest.raises(InputError, match="empty"):
-        check_feed(specs, {"a": np.zeros((0,), np.int64)})
+        check_feed(specs, {"a": np.zeros((0,), np.int64), "kv": np.zeros((0, 0), np.float32)})
+    assert check_feed(specs, {"a": np.zeros((2,), np.int64), "kv": np.zeros((2, 0), np.float32)})["kv"].shape == (2, 0)
 
 
 def test_runtime_imports_without_torch() -> None:

@@ -104,7 +104,7 @@ def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, Any]) -> dict[str
                 raise InputError(f"input '{spec.name}' dim {i} is {got}, expected {want} ({spec.describe()})",
                                  "resize with the model's preprocessing (edgefuse.data.preprocess)", code="EF717")
             if isinstance(want, str):
-                if got < 1:
+                if got < 1 and want == "batch":  # other axes may be empty (a KV cache's past_length starts at 0)
                     raise InputError(f"input '{spec.name}' axis '{want}' is empty", "send at least one item", code="EF718")
                 if want in axes and axes[want][0] != got:
                     size, other = axes[want]
