@@ -325,3 +325,16 @@ def test_onnxruntime_target_builds_no_engine(probe_artifacts, cfg) -> None:
     with pytest.raises(TargetError) as e:
         build_engines(probe_artifacts["fp16"], "x86-cpu", cfg)
     assert e.value.code == "EF812" and "ONNX" in e.value.message
+
+
+def test_fp8_qdq_builds_for_ada_and_blackwell_and_is_refused_early_for_ampere(tmp_path: Path, cfg) -> None:
+    """TensorRT-RTX compiles FP8 (E4M3) Q/DQ for sm89/sm120 and refuses sm86 ("HW-specific datatypes: fp8_e4m3")."""
+    art = write_probe_artifact(tmp_path / "probe-fp8", "fp8")
+    ada = parse_config({"targets": {"rtx-ada": {"flavour": "tensorrt-rtx", "compute_capability": ["8.9", "12.0"],
+                                                "profiles": {"batch": {"min": 1, "opt": 1, "max": 4},
+                                                             "text_length": {"min": 4, "opt": 8, "max": 16}}}}})
+    res = build_engines(art, "rtx-ada", ada, out=tmp_path / "e")
+    assert res.manifest["precision"] == "fp8" and res.manifest["engines"][0]["bytes"] > 100_000
+    with pytest.raises(TargetError) as e:
+        build_engines(art, "desktop-rtx", cfg, out=tmp_path / "e2")  # lists 8.6
+    assert e.value.code == "EF818" and "8.6" in e.value.message

@@ -109,8 +109,11 @@ def _precision_of(path: Path) -> str:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if qdq:
+        zero_types = {t.data_type for t in model.graph.initializer if t.name in {n.input[2] for n in qdq if len(n.input) > 2}}
+        fp8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ}
+        return "fp8" if zero_types & fp8 else "int8"
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
         return "fp16"
     return "fp32"
@@ -239,11 +242,15 @@ def _configure(trt: ModuleType, flavour: Flavour, builder: Any, network: Any, un
         record["tf32"] = False
     if not record["strongly_typed"]:  # TensorRT 10 weakly typed: flags say which precisions kernels may use
         if precision in ("fp16", "int8"):
-            cfg.set_flag(trt.BuilderFlag.FP16)
+            cfg.set_flag(trt.BuilderFlag.FP16)  # layers left outside Q/DQ may run in FP16
             record["precision_flags"].append("FP16")
         if precision == "int8":
             cfg.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes, no calibrator
             record["precision_flags"].append("INT8")
+        if precision == "fp8":
+            for flag in ("FP16", "FP8"):
+                cfg.set_flag(getattr(trt.BuilderFlag, flag))
+                record["precision_flags"].append(flag)
     if target.dla_core is not None:
         if not flavour.dla:
             raise TargetError(f"target {target_name}: {flavour.name} has no DLA", "remove dla_core from the target", code="EF817")
@@ -294,6 +301,11 @@ def build_engines(
     strongly_typed = target.strongly_typed or flavour.strongly_typed_only
     if not target.strongly_typed and flavour.strongly_typed_only:
         log.warning("target %s: %s is strongly typed only; precision comes from the ONNX types", target_name, flavour.name)
+    if precision == "fp8":
+        old_gpus = [c for c in target.compute_capability if float(c) < 8.9]
+        if old_gpus:
+            raise TargetError(f"target {target_name}: FP8 needs compute capability >= 8.9, but the target lists {', '.join(old_gpus)}",
+                              "drop those capabilities from the target, or build the FP16 / INT8 artifact for them", code="EF818")
     do_split = target.split_engines if split is None else split
     units = _units(folder, manifest, files, target_name, target, do_split)
     out_dir = Path(out) if out is not None else default_output(artifact, target_name)

@@ -87,15 +87,21 @@ class _Graph:
 
     def qdq(self, x: str, scale: float) -> str:
         """Quantize-dequantize (INT8, symmetric, per tensor) when building the int8 variant."""
-        if self.precision != "int8":
+        if self.precision not in ("int8", "fp8"):
             return x
-        s = self.const("scale", np.array(scale, np.float32))
-        z = self.const("zp", np.array(0, np.int8), keep_dtype=True)
+        from onnx import TensorProto, helper
+
+        s = self.const("scale", np.array(scale if self.precision == "int8" else scale * 127.0 / 448.0, np.float32))
+        if self.precision == "int8":
+            z = self.const("zp", np.array(0, np.int8), keep_dtype=True)
+        else:  # FP8 E4M3 (max 448): the zero point's type picks the quantized type
+            z = self.name("zp")
+            self.inits.append(helper.make_tensor(z, TensorProto.FLOAT8E4M3FN, [], [0.0]))
         q = self.op("QuantizeLinear", [x, s, z], "q")
         return self.op("DequantizeLinear", [q, s, z], "dq")
 
     def matmul(self, x: str, w: np.ndarray, base: str, act_scale: float = 0.05) -> str:
-        if self.precision == "int8":
+        if self.precision in ("int8", "fp8"):
             ws = float(np.abs(w).max() / 127.0)
             w_name = self.qdq(self.const(base + "_w", w), ws)
             return self.op("MatMul", [self.qdq(x, act_scale), w_name], base)
@@ -131,11 +137,11 @@ def _layernorm(g: _Graph, W: dict[str, np.ndarray], x: str) -> str:
 
 
 def build_fusion_onnx(precision: str = "fp32", seed: int = 0) -> Any:
-    """The probe model as an onnx.ModelProto (opset 18). precision: fp32 | fp16 | int8 (QDQ)."""
+    """The probe model as an onnx.ModelProto (opset 18; 19 for fp8). precision: fp32 | fp16 | int8 | fp8 (QDQ)."""
     import onnx
     from onnx import TensorProto, helper
 
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in ("fp32", "fp16", "int8", "fp8"):
         raise ValueError(f"unknown precision {precision}")
     W = _weights(seed)
     g = _Graph(precision)
@@ -185,7 +191,8 @@ def build_fusion_onnx(precision: str = "fp32", seed: int = 0) -> Any:
     ]
     outputs = [helper.make_tensor_value_info("vqa_logits", TensorProto.FLOAT, ["batch", ANSWERS])]
     graph = helper.make_graph(g.nodes, f"edgefuse_probe_{precision}", inputs, outputs, g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgefuse-probe")
+    opset = 19 if precision == "fp8" else 18  # FP8 Q/DQ needs opset 19
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgefuse-probe")
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model
@@ -207,7 +214,7 @@ def write_probe_artifact(folder: str | os.PathLike[str], precision: str = "fp32"
             "precision": precision,
             "weights_sha256": None,
             "files": {"model.onnx": sha256_file(tmp / "model.onnx")},
-            "opset": 18,
+            "opset": 19 if precision == "fp8" else 18,
             "inputs": [
                 {"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]},
                 {"name": "input_ids", "dtype": "int64", "shape": ["batch", "text_length"]},
