@@ -114,3 +114,32 @@ def test_kiosk_page_answers_and_draws_box(browser, tmp_path: Path) -> None:
     assert seen["size"] == [item.image.shape[1], item.image.shape[0]]
     assert seen["box"] == pytest.approx(list(expected_box), abs=1e-6)
     assert "zebra" in seen["error"]
+
+
+def test_kiosk_page_on_the_shipped_model(browser, fp32_artifact: Path, tmp_path: Path) -> None:
+    """The default model in the page: the answer shown is the ground truth (for a question the model answers right)."""
+    import json
+
+    from edgefuse.data.museum import generate
+    from edgefuse.runtime.kiosk import KioskPipeline
+    from edgefuse.runtime.server import ServerSettings, create_app
+
+    trained = not str(json.loads((fp32_artifact / "manifest.json").read_text()).get("weights_source", "")).startswith("random-init")
+    items = generate("test", n=8)
+    with KioskPipeline(fp32_artifact, threads=1) as k:
+        pairs = [(it, qa) for it in items for qa in it.questions if qa.kind == "colour"]
+        answers = k.ask_batch([it.image for it, _ in pairs], [qa.question for _, qa in pairs])
+        right = [(it, qa) for (it, qa), a in zip(pairs, answers, strict=True) if a.answer == qa.answer]
+        if trained:
+            assert right, "the shipped model answers none of the colour questions"
+        item, qa = (right or pairs)[0]
+        expected = k.ask(item.image, qa.question).answer
+    image = tmp_path / "exhibit.png"
+    Image.fromarray(item.image).save(image)
+    app = create_app(lambda: KioskPipeline(fp32_artifact, threads=1), ServerSettings(), load_in_background=False)
+    with _Server(app) as url:
+        seen = _kiosk_flow(browser, url, image, qa.question, item.refs[0].phrase)
+    assert seen["answer"] == expected
+    if trained:
+        assert seen["answer"] == qa.answer
+    assert seen["size"] == [item.image.shape[1], item.image.shape[0]] and len(seen["box"]) == 4

@@ -51,9 +51,12 @@ def test_kiosk_answers_match_pytorch(fp32_artifact: Path, items) -> None:
     assert agree == 1.0, (agree, [a.answer for a in got], ref_answers)
     conf_err = max(abs(a.confidence - float(p.max())) for a, p in zip(got, ref, strict=True))
     assert conf_err < 1e-4, conf_err
-    if not random_init:  # trained weights: the kiosk must answer the museum questions
-        acc = np.mean([a.answer == it.questions[0].answer for a, it in zip(got, items, strict=True)])
-        assert acc >= 0.5, acc
+    if not random_init:  # trained weights: far above chance on every question of these scenes
+        pairs = [(it, qa) for it in items for qa in it.questions]
+        with KioskPipeline(fp32_artifact, threads=1) as k:
+            answers = k.ask_batch([it.image for it, _ in pairs], [qa.question for _, qa in pairs])
+        acc = float(np.mean([a.answer == qa.answer for a, (_, qa) in zip(answers, pairs, strict=True)]))
+        assert acc > 3.0 / len(k.answers), (acc, len(pairs))
 
 
 def test_captions_greedy_and_beam(caption_artifact: Path, items) -> None:
