@@ -108,8 +108,10 @@ def test_graph_is_clean(fp32_export):
     assert g["layer_norm_nodes"] == n_layernorm > 0  # one LayerNormalization node per nn.LayerNorm
     assert not g["decomposed_layer_norm"]
     assert g["op_histogram"].get("Softmax", 0) > 0 and g["op_histogram"].get("MatMul", 0) > 0
+    assert not {"If", "Loop", "Scan"} & set(g["op_histogram"])  # no control flow left in the graph
     # no dead nodes: every node output is used by another node or is a graph output
     model = onnx.load(str(path))
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}  # standard ONNX ops only (ORT and TensorRT)
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     assert all(any(o in used for o in n.output) for n in model.graph.node)
     # no shape constant holds the traced text length (what the legacy exporter bakes)
@@ -152,6 +154,12 @@ def test_caption_generation_in_ort_matches_pytorch(caption_export):
     tok = Tokenizer.load(folder / "tokenizer.json")
     texts = [tok.decode(ids) for ids in strip_special(got, gen.config)]
     assert len(texts) == 5
+    from edgefuse.export.inspect import graph_summary
+
+    g = graph_summary(folder / "decoder.onnx")
+    past = next(t for t in g["inputs"] if t["name"] == "past_keys")
+    assert past["shape"][1] == "batch" and past["shape"][3] == "past_length"  # dynamic KV cache in the graph itself
+    assert g["layer_norm_nodes"] == 3 * m["generation"]["num_layers"] + 1
     dec = m["components"]["decoder.onnx"]["inputs"]
     assert [t["name"] for t in dec] == ["input_ids", "image_tokens", "past_keys", "past_values"]
     assert dec[2]["shape"][3] == "past_length"
@@ -195,3 +203,19 @@ def test_cli_inspect(fp32_artifact, capsys):
     assert rc == 0 and json.loads(out)["manifest"]["model"] == "museum-dual"
     rc, _, err = _cli(["inspect", str(fp32_artifact / "nope")], capsys)
     assert rc == 2 and "does not exist" in err
+
+
+def test_caption_mismatch_is_fatal(caption_export):
+    """ORT captions from the artifact against a PyTorch model with other weights: EF415, naming the image."""
+    from edgefuse.data.museum import generate
+    from edgefuse.data.preprocess import preprocess_images
+    from edgefuse.errors import VerificationError
+    from edgefuse.export.caption import verify_generation
+    from edgefuse.export.generation import GenerationConfig
+
+    other = zoo.build_model("museum-caption", seed=7)
+    pixels = preprocess_images([it.image for it in generate("test", n=3)], caption_export.manifest["image_size"])
+    with pytest.raises(VerificationError) as ei:
+        verify_generation(other, caption_export.folder, GenerationConfig.from_dict(caption_export.manifest["generation"]),
+                          pixels, num_beams=1)
+    assert ei.value.code == "EF415" and "output 'caption' (greedy)" in ei.value.message
