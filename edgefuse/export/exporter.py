@@ -295,6 +295,8 @@ def build_manifest(src: Source, folder: Path, spec: ExportSpec, opset: int, crea
         "parent": None,
         "created_by": created_by or f"edgefuse export {src.name}",
         "export_seconds": round(seconds, 2),
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "graph_cleanup": ["onnxscript optimizer: constant folding", "dead-node removal", "onnx.checker"],
         **extra,
     }
 
