@@ -73,3 +73,9 @@ def test_hf_route_without_optimum_says_how_to_install(tmp_path):
     with pytest.raises(ExportError) as ei:
         export_model(f"hf:{folder}", tmp_path / "out")
     assert ei.value.code == "EF441" and "edgefuse[optimum]" in ei.value.hint
+
+
+def test_hf_ref_to_a_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(ExportError) as ei:
+        export_model(f"hf:{tmp_path / 'missing'}", tmp_path / "out")
+    assert ei.value.code == "EF440" and "no config.json" in ei.value.message
