@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VALIDATE_N = 100  # museum test images validated by the pipeline (edgefuse validate --n for more)
+DEFAULT_VALIDATE_N = 50  # museum test images validated by the pipeline (~700 questions; edgefuse validate for all 500)
 DEFAULT_QUANTIZE_EVAL = 64  # labelled samples the quantize stage measures its own drops on
 
 

@@ -76,6 +76,8 @@ class ValidationReport:
     seconds: float = 0.0
     tool_versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
+    reference_seconds: float = 0.0
+    threads: int = 0
 
     @property
     def gate_results(self) -> list[GateResult]:
@@ -107,6 +109,8 @@ def to_json(report: ValidationReport) -> dict[str, Any]:
         "exit_code": report.exit_code,
         "gate_counts": report.counts(),
         "seconds": round(report.seconds, 3),
+        "reference_seconds": round(report.reference_seconds, 3),
+        "threads": report.threads,
         "model": report.model,
         "eval_set": report.eval_set,
         "bootstrap": report.bootstrap,

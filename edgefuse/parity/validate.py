@@ -31,7 +31,7 @@ from edgefuse.parity.scoring import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, EvalL
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 32
-RETRIEVAL_GALLERY = 32  # images (and their first caption) in the all-pairs retrieval gallery
+RETRIEVAL_GALLERY = 20  # images (and their first caption) in the all-pairs retrieval gallery (n^2 model rows)
 ITM_PER_IMAGE = 2  # positives and negatives taken per image
 SAMPLES_SHOWN = 4  # grounding samples drawn in the HTML report
 MUSEUM = "museum"
@@ -507,7 +507,8 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
     captioning = "captioning" in ref.tasks
     ref_out = collect(torch_predictor(ref.model), feeds, ev,
                       torch_captioner(ref.model, ref.tokenizer) if captioning else None)
-    log.info("reference ran in %.1f s", time.perf_counter() - tr)
+    reference_seconds = time.perf_counter() - tr
+    log.info("reference ran in %.1f s", reference_seconds)
 
     samples = _samples(ev, ref_out)
     reports: list[ArtifactReport] = []
@@ -552,6 +553,7 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
                   "vqa_answers_outside_vocabulary": ev.vqa_out_of_vocabulary},
         reference=reference_scores(labels, ref_out), artifacts=reports, gates=gate_list,
         bootstrap={"resamples": resamples, "seed": seed, "confidence": confidence, "method": "paired percentile bootstrap over items"},
+        reference_seconds=reference_seconds, threads=threads,
         samples=[s for _, s in samples],
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         tool_versions=tool_versions("torch", "onnx", "onnxruntime", "numpy"), command=command,
