@@ -438,31 +438,39 @@ class OrtRunner(Runner):
                 raise
             raise RunnerError(f"{self.name} failed: {str(e).splitlines()[0][:300]}", "check the input shapes against the manifest", code="EF720") from e
 
-    def _infer_io_binding(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer_io_binding(self, feed: dict[str, np.ndarray], run_options: Any = None) -> dict[str, np.ndarray]:
         binding = self.session.io_binding()
         for name, arr in feed.items():
             binding.bind_cpu_input(name, arr)
         for name in self._output_names:
             binding.bind_output(name, "cuda", self.device_id)
-        self.session.run_with_iobinding(binding)
+        if run_options is None:
+            self.session.run_with_iobinding(binding)
+        else:
+            self.session.run_with_iobinding(binding, run_options)
         return dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
 
     def _infer_cuda_graph(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Replay a captured CUDA graph; one graph (gpu_graph_id) per input-shape signature.
+        """Replay a captured CUDA graph; one graph (gpu_graph_id 1, 2, ...) per input-shape signature.
 
         CUDA graphs need fixed device addresses: inputs are copied into OrtValues that live on
         the GPU for the graph's lifetime (update_inplace), and outputs are pre-allocated there.
-        The first run with a new signature captures; later runs replay.
+        A new signature first runs once uncaptured (gpu_graph_id -1) to learn the output
+        shapes; ORT then captures that signature's graph on its first runs and replays it after.
         """
         import onnxruntime as ort
 
         key = tuple(feed[s.name].shape for s in self._input_specs)
         entry = self._graphs.get(key)
         if entry is None:
+            skip = ort.RunOptions()
+            skip.add_run_config_entry("gpu_graph_id", "-1")
+            try:
+                probe = self._infer_io_binding(feed, skip)
+            except Exception as e:  # noqa: BLE001 - e.g. nodes outside the CUDA EP
+                return self._graphs_refused(feed, e)
             graph_id = len(self._graphs) + 1
             inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", self.device_id) for n, a in feed.items()}
-            # a plain run discovers output shapes for the pre-allocated output buffers
-            probe = self._infer_io_binding(feed)
             outputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(probe[n].shape), probe[n].dtype, "cuda", self.device_id)
                        for n in self._output_names}
             binding = self.session.io_binding()
@@ -470,15 +478,30 @@ class OrtRunner(Runner):
                 binding.bind_ortvalue_input(n, v)
             for n, v in outputs.items():
                 binding.bind_ortvalue_output(n, v)
-            entry = (graph_id, binding, inputs, outputs)
+            ro = ort.RunOptions()
+            ro.add_run_config_entry("gpu_graph_id", str(graph_id))
+            entry = (ro, binding, inputs, outputs)
             self._graphs[key] = entry
-        graph_id, binding, inputs, outputs = entry
+        ro, binding, inputs, _ = entry
         for n, a in feed.items():
             inputs[n].update_inplace(a)
-        ro = ort.RunOptions()
-        ro.add_run_config_entry("gpu_graph_id", str(graph_id))
-        self.session.run_with_iobinding(binding, ro)
-        return {n: outputs[n].numpy() for n in self._output_names}
+        try:
+            self.session.run_with_iobinding(binding, ro)
+        except Exception as e:  # noqa: BLE001
+            if len(self._graphs) == 1:
+                return self._graphs_refused(feed, e)
+            raise
+        return dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+    def _graphs_refused(self, feed: dict[str, np.ndarray], error: Exception) -> dict[str, np.ndarray]:
+        """ORT refused CUDA graphs for this model: reopen without them and carry on with IO binding."""
+        log.warning("CUDA graphs refused for %s (%s); using IO binding without graphs", self.model_path.name,
+                    str(error).splitlines()[0][:200])
+        self.cuda_graph = False
+        self._graphs.clear()
+        self.session = None
+        self._activate()
+        return self._infer_io_binding(feed)
 
 
 # --- opening artifacts ----------------------------------------------------------------------
