@@ -149,6 +149,43 @@ def box_giou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return iou - (hull - union) / hull.clamp(min=1e-9)
 
 
+def _museum_vocab() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    from edgefuse.data.museum import CATEGORIES, COLOURS, POSITIONS
+
+    return tuple(POSITIONS), tuple(CATEGORIES), tuple(COLOURS)
+
+
+SLOT_POSITIONS, SLOT_CATEGORIES, SLOT_COLOURS = _museum_vocab()
+
+
+class SlotHead(nn.Module):
+    """Training-only auxiliary head: exhibit category and colour in each third of the image.
+
+    Patch tokens are averaged per column third (left / middle / right, where the museum's
+    exhibits stand) and classified into category (+ "none") and colour (+ "none"): dense
+    supervision that teaches the image tokens what each silhouette is. Not exported.
+    """
+
+    def __init__(self, width: int, grid: int) -> None:
+        super().__init__()
+        cols = (torch.arange(grid) + 0.5) / grid
+        third = (cols * 3).floor().clamp(max=2).long()  # column -> slot
+        weights = torch.zeros(3, grid * grid)
+        for k in range(3):
+            sel = (third[None, :] == k).expand(grid, grid).reshape(-1)
+            weights[k, sel] = 1.0 / sel.sum()
+        self.register_buffer("pool", weights, persistent=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, len(SLOT_CATEGORIES) + 1 + len(SLOT_COLOURS) + 1)
+
+    def forward(self, image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patches = image_tokens[:, 1:]  # drop the image [CLS]
+        pooled = torch.einsum("kp,bpd->bkd", self.pool, patches)
+        logits = self.out(self.norm(pooled))
+        n_cat = len(SLOT_CATEGORIES) + 1
+        return logits[..., :n_cat], logits[..., n_cat:]
+
+
 class MLMHead(nn.Module):
     """Training-only masked-language head over fused text hidden states (BERT style)."""
 
@@ -222,6 +259,7 @@ class TrainingData:
     negatives: TextTable
     phrases: TextTable
     boxes: np.ndarray  # float32 [R, 4]
+    slots: np.ndarray | None = None  # int64 [N, 3, 2]: (category, colour) per left/middle/right slot; -100 unknown
 
     @property
     def n_images(self) -> int:
@@ -253,6 +291,16 @@ def render_items(items: list[Any], tokenizer: Any, answers: list[str], image_siz
             r_own.append(i)
             r_txt.append(r.phrase)
             r_box.append(list(r.box))
+    slots = np.full((n, len(SLOT_POSITIONS), 2), IGNORE_INDEX, dtype=np.int64)
+    for i, it in enumerate(items):
+        exhibits = getattr(it, "exhibits", None) or []
+        if not exhibits:
+            continue
+        slots[i, :, 0], slots[i, :, 1] = len(SLOT_CATEGORIES), len(SLOT_COLOURS)  # "nothing here"
+        for e in exhibits:
+            if e.position in SLOT_POSITIONS and e.category in SLOT_CATEGORIES and e.colour in SLOT_COLOURS:
+                k = SLOT_POSITIONS.index(e.position)
+                slots[i, k] = (SLOT_CATEGORIES.index(e.category), SLOT_COLOURS.index(e.colour))
     L = max_text_length
     return TrainingData(
         images=images,
@@ -264,6 +312,7 @@ def render_items(items: list[Any], tokenizer: Any, answers: list[str], image_siz
         negatives=TextTable.build(n_own, n_txt, n, tokenizer, L),
         phrases=TextTable.build(r_own, r_txt, n, tokenizer, L),
         boxes=np.asarray(r_box, dtype=np.float32).reshape(-1, 4),
+        slots=slots,
     )
 
 
@@ -293,6 +342,7 @@ def save_checkpoint(
     rng: np.random.Generator,
     mask_gen: torch.Generator,
     history: list[dict[str, float]],
+    torch_rng: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write model + training head + optimizer + RNG state: safetensors for tensors, JSON for the rest."""
     from safetensors.torch import save as st_save
@@ -301,10 +351,9 @@ def save_checkpoint(
     tensors.update({f"aux.{k}": v.detach().cpu().contiguous() for k, v in aux.state_dict().items()})
     opt_t, opt_plain = _optimizer_tensors(opt)
     tensors.update(opt_t)
-    tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.mask"] = mask_gen.get_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for k, v in (torch_rng or {"torch": torch.get_rng_state()}).items():  # dropout RNG streams
+        tensors[f"rng.{k}"] = v
     folder.mkdir(parents=True, exist_ok=True)
     # tensors first, then the JSON that names them: a crash in between leaves the old JSON, whose
     # step no longer matches the tensors' recorded step, and load_checkpoint refuses the pair.
@@ -328,8 +377,8 @@ def load_checkpoint(
     opt: torch.optim.Optimizer,
     rng: np.random.Generator,
     mask_gen: torch.Generator,
-) -> tuple[int, dict[str, Any], list[dict[str, float]]]:
-    """Restore what save_checkpoint wrote; returns (step, saved config dict, loss history)."""
+) -> tuple[int, dict[str, Any], list[dict[str, float]], dict[str, torch.Tensor]]:
+    """Restore what save_checkpoint wrote; returns (step, saved config, loss history, dropout RNG states)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -365,12 +414,10 @@ def load_checkpoint(
         idx, name = k.split(".", 1)
         opt_state.setdefault(int(idx), {})[name] = v.to(dev) if name != "step" else v
     opt.load_state_dict({"state": opt_state, "param_groups": state["optimizer"]["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
     mask_gen.set_state(tensors["rng.mask"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
     rng.bit_generator.state = state["numpy_rng"]
-    return int(state["step"]), state["config"], list(state.get("history", []))
+    torch_rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k != "rng.mask"}
+    return int(state["step"]), state["config"], list(state.get("history", [])), torch_rng
 
 
 # --------------------------------------------------------------------------- batches
@@ -439,7 +486,13 @@ class Trainer:
         self.images = torch.as_tensor(data.images, device=self.device)
         self.caption_sets = [set(np.asarray(data.caption_texts, dtype=object)[rows].tolist()) for rows in data.captions.by_image]
         self.use_mlm = "captioning" not in self.tasks and cfg.loss_weights.get("mlm", 0.0) > 0
-        self.aux = MLMHead(self.model.dim, self.tokenizer.vocab_size).to(self.device) if self.use_mlm else nn.Module()
+        self.use_slots = "captioning" not in self.tasks and cfg.loss_weights.get("slots", 0.0) > 0 and data.slots is not None
+        self.aux = nn.ModuleDict()  # training-only heads, never exported
+        if self.use_mlm:
+            self.aux["mlm"] = MLMHead(self.model.dim, self.tokenizer.vocab_size)
+        if self.use_slots:
+            self.aux["slots"] = SlotHead(self.model.dim, self.image_size // int(self.model.config["patch_size"]))
+        self.aux.to(self.device)
         decay, no_decay = [], []
         for module in (self.model, self.aux):
             for name, p in module.named_parameters():
@@ -449,6 +502,11 @@ class Trainer:
         )
         self.step_index = 0
         self.history: list[dict[str, float]] = []
+        # Dropout draws from torch's global RNG; each trainer keeps its own stream (seeded above)
+        # and swaps it in around its steps, so two trainers in one process never disturb each other.
+        self.torch_rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            self.torch_rng["cuda"] = torch.cuda.get_rng_state(self.device)
 
     # ---- losses
     def micro_batch_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -489,6 +547,9 @@ class Trainer:
             for i in imgs:
                 for c in _pick(self.rng, d.captions.by_image[i]):
                     mlm_rows.append(rows.add(i, d.captions.ids[c], d.captions.mask[c]))
+        first_rows = {}
+        for r, i in enumerate(rows.image):
+            first_rows.setdefault(i, r)
         pix, ids, mask = rows.tensors(self.images, self.device)
         mlm_labels = None
         if mlm_rows:
@@ -516,8 +577,15 @@ class Trainer:
             parts["l1"] = F.l1_loss(pred, tgt)
             parts["giou"] = giou_loss(pred, tgt)
         if mlm_labels is not None:
-            logits = self.aux(feats["text_tokens"][mlm_rows])
+            logits = self.aux["mlm"](feats["text_tokens"][mlm_rows])
             parts["mlm"] = F.cross_entropy(logits.flatten(0, 1), mlm_labels.flatten(), ignore_index=IGNORE_INDEX)
+        known = [i for i in first_rows if d.slots is not None and (d.slots[i] != IGNORE_INDEX).any()]
+        if self.use_slots and known:
+            sel_rows = [first_rows[i] for i in known]
+            target = torch.as_tensor(d.slots[known], device=dev)  # [n, 3, 2]
+            cat_logits, col_logits = self.aux["slots"](feats["image_tokens"][sel_rows])
+            parts["slots"] = F.cross_entropy(cat_logits.flatten(0, 1), target[..., 0].flatten(), ignore_index=IGNORE_INDEX) + \
+                F.cross_entropy(col_logits.flatten(0, 1), target[..., 1].flatten(), ignore_index=IGNORE_INDEX)
         total = sum(w.get(k, 1.0) * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -569,12 +637,20 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         total = 0.0
-        for _ in range(cfg.accum):
-            loss, parts = self.micro_batch_loss()
-            (loss / cfg.accum).backward()
-            total += float(loss.detach()) / cfg.accum
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v / cfg.accum
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(self.torch_rng["torch"])
+            if cuda:
+                torch.cuda.set_rng_state(self.torch_rng["cuda"], self.device)
+            for _ in range(cfg.accum):
+                loss, parts = self.micro_batch_loss()
+                (loss / cfg.accum).backward()
+                total += float(loss.detach()) / cfg.accum
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v / cfg.accum
+            self.torch_rng["torch"] = torch.get_rng_state()
+            if cuda:
+                self.torch_rng["cuda"] = torch.cuda.get_rng_state(self.device)
         params = [p for m in (self.model, self.aux) for p in m.parameters()]
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
         self.opt.step()
@@ -600,11 +676,12 @@ class Trainer:
         return {k: float(v) for k, v in flat.items() if v is not None}
 
     def save_checkpoint(self, folder: Path) -> Path:
-        return save_checkpoint(folder, self.step_index, self.cfg, self.model, self.aux, self.opt, self.rng, self.mask_gen, self.history)
+        return save_checkpoint(folder, self.step_index, self.cfg, self.model, self.aux, self.opt, self.rng, self.mask_gen,
+                               self.history, self.torch_rng)
 
     def resume(self, folder: Path) -> None:
         """Restore a checkpoint; its recipe must match this one (only `steps` may grow)."""
-        step, saved, history = load_checkpoint(folder, self.model, self.aux, self.opt, self.rng, self.mask_gen)
+        step, saved, history, torch_rng = load_checkpoint(folder, self.model, self.aux, self.opt, self.rng, self.mask_gen)
         mine = self.cfg.to_dict()
         diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every") and saved.get(k) != mine[k])
         if diff:
@@ -615,6 +692,10 @@ class Trainer:
             )
         self.step_index = step
         self.history = history
+        if "torch" in torch_rng:
+            self.torch_rng["torch"] = torch_rng["torch"]
+        if "cuda" in torch_rng and "cuda" in self.torch_rng:
+            self.torch_rng["cuda"] = torch_rng["cuda"]
 
 
 # --------------------------------------------------------------------------- entry point
