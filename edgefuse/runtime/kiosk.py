@@ -156,8 +156,14 @@ class KioskPipeline:
             if not self.manifest:
                 self.manifest = self.captioner.manifest
             self.tasks.append("captioning")
+        from edgefuse.data.preprocess import PreprocessConfig
+
         self.image_size = int(self.manifest.get("image_size") or 64)
         self.max_text_length = int(self.manifest.get("max_text_length") or 32)
+        # the preprocessing the artifact was exported with (mean/std/resample), else the defaults
+        pre = dict(self.manifest.get("preprocess") or {})
+        pre.update({"image_size": self.image_size, "max_text_length": self.max_text_length})
+        self.preprocess = PreprocessConfig.from_dict(pre)
 
     # --- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -205,7 +211,7 @@ class KioskPipeline:
     def pixel_values(self, pil_images: Sequence[Any]) -> np.ndarray:
         from edgefuse.data.preprocess import preprocess_images
 
-        return np.ascontiguousarray(preprocess_images(list(pil_images), self.image_size), dtype=np.float32)
+        return np.ascontiguousarray(preprocess_images(list(pil_images), config=self.preprocess), dtype=np.float32)
 
     def check_text(self, text: str, what: str = "question") -> str:
         if not isinstance(text, str) or not text.strip():
@@ -339,7 +345,7 @@ class KioskPipeline:
         if not 1 <= int(num_beams) <= 8:
             raise InputError(f"num_beams must be 1..8, got {num_beams}", "use 1 (greedy) to 4", code="EF745")
         pil = self.load_images([image])
-        pv = np.ascontiguousarray(_preprocess(pil, self.captioner.image_size))
+        pv = self.captioner.pixel_values(pil)
         with self._lock:
             return self.captioner.generate(pv, int(num_beams), max_length)
 
@@ -366,12 +372,6 @@ class KioskPipeline:
         return self.tokenizer.decode([self.tokenizer.cls_id]) or "a"
 
 
-def _preprocess(pil_images: Sequence[Any], size: int) -> np.ndarray:
-    from edgefuse.data.preprocess import preprocess_images
-
-    return np.asarray(preprocess_images(list(pil_images), size), dtype=np.float32)
-
-
 class _Captioner:
     """The captioning pair (image_encoder + KV-cache decoder) driven by export's torch-free generation loop."""
 
@@ -380,6 +380,7 @@ class _Captioner:
 
     def __init__(self, folder: Path, provider: str, opts: dict[str, Any]) -> None:
         from edgefuse.artifacts import read_manifest
+        from edgefuse.data.preprocess import PreprocessConfig
         from edgefuse.data.tokenizer import Tokenizer
         from edgefuse.export.generation import CaptionGenerator, GenerationConfig
         from edgefuse.runtime.runners import open_runner
@@ -391,6 +392,9 @@ class _Captioner:
                                 code="EF607")
         self.tokenizer = Tokenizer.load(folder / "tokenizer.json")
         self.image_size = int(self.manifest.get("image_size") or 64)
+        pre = dict(self.manifest.get("preprocess") or {})
+        pre["image_size"] = self.image_size
+        self.preprocess = PreprocessConfig.from_dict(pre)
         self.config = GenerationConfig.from_dict(self.manifest["generation"])
         components = self.manifest.get("components") or {}
         runners = []
@@ -399,6 +403,11 @@ class _Captioner:
             runners.append(open_runner(folder / name, provider=provider, manifest=spec, **opts).activate())
         self.encoder, self.decoder = runners
         self.generator = CaptionGenerator(self.encoder, self.decoder, self.config)
+
+    def pixel_values(self, pil_images: Sequence[Any]) -> np.ndarray:
+        from edgefuse.data.preprocess import preprocess_images
+
+        return np.ascontiguousarray(preprocess_images(list(pil_images), config=self.preprocess), dtype=np.float32)
 
     def generate(self, pixel_values: np.ndarray, num_beams: int, max_length: int | None) -> Caption:
         from edgefuse.export.generation import strip_special
