@@ -141,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])
-    out = sys.stdout
-    sys.stdout = sys.stderr  # library prints must not corrupt the protocol
+    # The protocol gets a private copy of stdout; fd 1 then points at stderr, so prints from
+    # Python or native libraries (ONNX Runtime, TensorRT) cannot corrupt it.
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
     def send(obj: dict[str, Any]) -> None:
         out.write(json.dumps(obj) + "\n")
