@@ -276,8 +276,8 @@ def _weights_sha(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def inspect_artifact(path: str | Path, model: str, weights_sha: str) -> ArtifactInfo:
-    """Read an artifact's manifest and check it was made from the reference model and weights."""
+def open_artifact(path: str | Path) -> ArtifactInfo:
+    """Find an artifact and its manifest, and check its model files still match the manifest."""
     p = Path(path)
     if not p.exists():
         parent = p.parent if str(p.parent) else Path(".")
@@ -295,18 +295,6 @@ def inspect_artifact(path: str | Path, model: str, weights_sha: str) -> Artifact
         manifest = read_manifest(folder)
     except ArtifactError as e:
         raise ValidationError(f"artifact {folder}: {e.message}", e.hint, code="EF908") from e
-    made_from = manifest.get("model")
-    if made_from != model:
-        raise ValidationError(f"artifact {folder} was made from model '{made_from}', the reference is '{model}'",
-                              f"pass --model {made_from}, or validate artifacts of {model}", code="EF909")
-    sha = _weights_sha(manifest)
-    if sha is None:
-        raise ValidationError(f"artifact {folder} does not record the weights it was made from (no weights_sha256)",
-                              "re-export it with `edgefuse export`", code="EF910")
-    if sha != weights_sha:
-        raise ValidationError(f"artifact {folder} was made from weights sha256 {sha[:12]}…, the reference weights are {weights_sha[:12]}…",
-                              "re-export from the weights you validate against, or pass --weights with the file it was made from",
-                              code="EF910")
     for fname, expected in (manifest.get("files") or {}).items():
         f = folder / fname
         if f.suffix in (".onnx", ".engine", ".plan", ".trt") and f.is_file() and expected and sha256_file(f) != expected:
@@ -315,6 +303,23 @@ def inspect_artifact(path: str | Path, model: str, weights_sha: str) -> Artifact
                                   code="EF916")
     name = folder.name if p.is_dir() else f"{folder.name}/{p.name}"
     return ArtifactInfo(p, name, manifest)
+
+
+def check_origin(info: ArtifactInfo, model: str, weights_sha: str) -> None:
+    """The artifact must come from the reference model and weights, or the comparison means nothing."""
+    folder = info.path if info.path.is_dir() else info.path.parent
+    made_from = info.manifest.get("model")
+    if made_from != model:
+        raise ValidationError(f"artifact {folder} was made from model '{made_from}', the reference is '{model}'",
+                              f"pass --model {made_from}, or validate artifacts of {model}", code="EF909")
+    sha = _weights_sha(info.manifest)
+    if sha is None:
+        raise ValidationError(f"artifact {folder} does not record the weights it was made from (no weights_sha256)",
+                              "re-export it with `edgefuse export`", code="EF910")
+    if sha != weights_sha:
+        raise ValidationError(f"artifact {folder} was made from weights sha256 {sha[:12]}…, the reference weights are {weights_sha[:12]}…",
+                              "re-export from the weights you validate against, or pass --weights with the file it was made from",
+                              code="EF910")
 
 
 def _unique_names(infos: list[ArtifactInfo]) -> None:
@@ -455,10 +460,10 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
     if batch_size < 1:
         raise ValidationError(f"batch size {batch_size} must be >= 1", "use e.g. 32", code="EF914")
 
-    if model is None:
-        made = [read_manifest(Path(a) if Path(a).is_dir() else Path(a).parent).get("model") for a in artifacts if Path(a).exists()
-                and ((Path(a) if Path(a).is_dir() else Path(a).parent) / MANIFEST_NAME).is_file()]
-        model = made[0] if made and made[0] else cfg.model.name
+    infos = [open_artifact(a) for a in artifacts]  # cheap checks first: before PyTorch loads anything
+    _unique_names(infos)
+    if model is None:  # the model the artifacts were made from, else the config's
+        model = str(infos[0].manifest.get("model") or cfg.model.name)
     from edgefuse.models.zoo import list_models
 
     if model not in list_models():
@@ -466,9 +471,8 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
     if weights is None and model == cfg.model.name:
         weights = cfg.model.weights
     ref = load_reference(model, weights)
-    infos = [inspect_artifact(a, ref.name, ref.weights_sha) for a in artifacts]
-    _unique_names(infos)
     for info in infos:
+        check_origin(info, ref.name, ref.weights_sha)
         _check_artifact_text(info, ref)
 
     ev = build_eval_set(eval_set, n, ref.tasks, ref.answers)
