@@ -384,9 +384,22 @@ def to_junit(report: ValidationReport) -> str:
 # ---------------------------------------------------------------------------------- writing
 
 
+def _finite(obj: Any) -> Any:
+    """Strict JSON: NaN and infinities (an undefined AUC, the SQNR of identical outputs) become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
 def _render(report: ValidationReport) -> dict[str, str]:
     return {
-        "report.json": json.dumps(to_json(report), indent=2, sort_keys=False, allow_nan=False) + "\n",
+        "report.json": json.dumps(_finite(to_json(report)), indent=2, sort_keys=False, allow_nan=False, default=str) + "\n",
         "report.md": to_markdown(report),
         "report.html": to_html(report),
         "junit.xml": to_junit(report),
