@@ -72,10 +72,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_binds_loopback_and_gets_ready(setup) -> None:
+def test_serve_binds_loopback_and_gets_ready(setup, tmp_path: Path) -> None:
     folder, img, item = setup
     port = _free_port()
-    e = {**os.environ, "PYTHONPATH": str(ROOT)}
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEFUSE_CACHE": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-c", NO_TORCH, "serve", "--artifact", str(folder), "--port", str(port), "--threads", "1"],
                             cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

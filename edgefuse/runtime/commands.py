@@ -151,7 +151,9 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         artifact: Path | None = typer.Option(None, "--artifact", "-a", help="Artifact folder (default: the shipped museum-dual model)."),
-        caption_artifact: Path | None = typer.Option(None, "--caption-artifact", help="Captioning artifact folder (enables 'Describe')."),
+        caption_artifact: Path | None = typer.Option(None, "--caption-artifact", help="Captioning artifact folder (enables 'Describe'; "
+                                                     "default: the cached museum-caption artifact when present)."),
+        no_caption: bool = typer.Option(False, "--no-caption", help="Serve without captioning."),
         host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 exposes the kiosk to the network)."),
         port: int | None = typer.Option(None, "--port", help="Port (default from edge_config.yaml, 8080)."),
         provider: str | None = typer.Option(None, "--provider", help="cpu | cuda | tensorrt"),
@@ -177,11 +179,16 @@ def register(app: typer.Typer) -> None:
         overrides = {k: v for k, v in {"queue_size": queue_size, "deadline_ms": deadline_ms, "max_batch": max_batch}.items() if v}
         settings = ServerSettings.from_runtime(rc, **overrides)
         art = artifact or default_artifact()  # fail fast, before the server starts
+        if caption_artifact is None and not no_caption:
+            cached = cache_root() / "artifacts" / f"{DEFAULT_CAPTION_MODEL}-fp32"
+            if (cached / "manifest.json").is_file() and not _stale(cached, DEFAULT_CAPTION_MODEL):
+                caption_artifact = cached  # 'Describe' on when the captioning artifact is already there
 
         def factory() -> Any:
             return _pipeline(art, caption_artifact, provider, threads, False, rc)
 
         if host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"[yellow]binding {host}: the kiosk is reachable from the network[/yellow]")
-        console.print(f"edgefuse kiosk on http://{host}:{port}/  (model {art}, provider {provider}; ready at /readyz)")
+        extra = f", captions {caption_artifact}" if caption_artifact else ""
+        console.print(f"edgefuse kiosk on http://{host}:{port}/  (model {art}{extra}, provider {provider}; ready at /readyz)")
         run_server(factory, settings, host=host, port=port)
