@@ -212,3 +212,22 @@ def test_captioning_artifact_is_validated_with_caption_metrics(caption_artifact,
     assert art["metrics"]["caption_agreement"]["value"] == 1.0  # the FP32 export generates PyTorch's captions
     assert all(g["status"] == "skipped" for g in art["gates"]) and "no captioning" not in text
     assert "no gate applies" in text
+
+
+def test_users_folder_eval_set_and_confidence_gate(fp32_artifact, tmp_path, capsys):
+    """Images + annotations.jsonl (the format users bring), a gate judged on the 95 % bootstrap bound."""
+    from edgefuse.data.dataset import write_dataset
+    from edgefuse.data.museum import generate
+
+    write_dataset(generate("val", n=3), tmp_path / "mine")
+    cfg = tmp_path / "edge_config.yaml"
+    cfg.write_text("gates:\n  - {metric: vqa_accuracy, max_drop: 0.5, confidence: 0.95}\n"
+                   "  - {metric: tensor.box.sqnr_db, min_value: 40}\n")
+    code, text = run_cli(["validate", str(fp32_artifact), "--eval-set", str(tmp_path / "mine"), "--config", str(cfg),
+                          "-o", str(tmp_path / "r"), "--resamples", "200"], capsys)
+    assert code == 0, text
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert str(tmp_path / "mine") in report["eval_set"]["source"] and report["eval_set"]["images"] == 3
+    gates = report["artifacts"][0]["gates"]
+    assert gates[0]["checks"][0]["basis"] == "upper 95% bound" and gates[0]["status"] == "passed"
+    assert gates[1]["checks"][0]["observed"] > 40
