@@ -230,3 +230,17 @@ def test_interrupted_export_leaves_nothing_that_looks_finished(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         export_model("test_export_verify:tiny_factory", out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_pytorch_failure_on_a_case_is_a_verification_error(tmp_path):
+    """Token ids beyond the model's vocabulary: PyTorch raises; the export names the case instead."""
+    from edgefuse.export.verify import Case
+
+    torch.manual_seed(0)
+    model, spec = TinyFusion(vocab=50).eval(), tiny_spec()
+    path = export_onnx(model, spec, tmp_path / "m.onnx")
+    feed = spec.example_inputs({"batch": 2, "text_length": 5}, np.random.default_rng(0))
+    feed["input_ids"][0, 1] = 999
+    with pytest.raises(VerificationError) as ei:
+        verify_onnx(torch_reference(model, spec), path, spec, [Case("museum batch=2", feed)])
+    assert ei.value.code in ("EF413", "EF416") and "museum batch=2" in ei.value.message

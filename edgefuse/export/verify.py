@@ -179,7 +179,12 @@ def verify_onnx(reference: Reference, onnx_path: str | Path, spec: ExportSpec, c
     checks: list[OutputCheck] = []
     for case in cases:
         got = run_session(session, case.feed, spec.output_names, case)
-        ref = reference(case.feed)
+        try:
+            ref = reference(case.feed)
+        except Exception as e:  # the model itself fails on this input (e.g. token ids beyond its vocabulary)
+            raise VerificationError(f"PyTorch model failed on '{case.name}' ({case.shape}): {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:200] if str(e) else ''}",
+                                    "check the spec's example inputs and the tokenizer against the model", code="EF416") from e
         for name in spec.output_names:
             if name not in ref:
                 raise VerificationError(f"PyTorch model gave no output '{name}' on '{case.name}'",
