@@ -198,6 +198,7 @@ def test_cli_inspect(fp32_artifact, capsys):
     info = json.loads(out)
     g = info["graphs"]["model.onnx"]
     assert g["parameters"] > 100_000 and g["op_histogram"]["LayerNormalization"] == g["layer_norm_nodes"]
+    assert g["suspect_baked_shapes"] == []
     assert info["manifest"]["model"] == "museum-dual"
     rc, out, _ = _cli(["inspect", str(fp32_artifact)], capsys)
     assert rc == 0 and "op histogram" in out and "[batch, text_length]" in out

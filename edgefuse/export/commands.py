@@ -103,6 +103,9 @@ def inspect(
         console.print(f"\n[bold]{name}[/bold]: {g['size_bytes'] / 2**20:.2f} MiB, {g['parameters'] / 1e6:.3f} M parameters, "
                       f"{g['nodes']} nodes, opset {g['opset']}, LayerNormalization nodes {g['layer_norm_nodes']}"
                       + (" [red](LayerNorm decomposed)[/red]" if g["decomposed_layer_norm"] else ""))
+        if g.get("suspect_baked_shapes"):
+            console.print(f"[red]{len(g['suspect_baked_shapes'])} shape constant(s) hold the traced text length: "
+                          f"{', '.join(g['suspect_baked_shapes'][:5])}[/red]")
         io = Table(show_header=True)
         for col in ("", "name", "dtype", "shape"):
             io.add_column(col)

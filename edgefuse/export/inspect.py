@@ -99,4 +99,12 @@ def inspect_artifact(path: str | Path) -> dict[str, Any]:
         files = sorted(f for f in p.iterdir() if f.suffix == ".onnx")
         if not files:
             raise ArtifactError(f"no .onnx file in {p}", "point at a folder written by `edgefuse export`", code="EF606")
-    return {"path": str(p), "manifest": manifest, "graphs": {f.name: graph_summary(f) for f in files}}
+    graphs = {f.name: graph_summary(f) for f in files}
+    specs = (manifest or {}).get("export_specs") or {}
+    for name, g in graphs.items():
+        trace = (specs.get(name) or {}).get("trace_shape") or {}
+        if "text_length" in trace:  # constants equal to the traced text length are how shapes get baked
+            t = int(trace["text_length"])
+            g["suspect_baked_shapes"] = [node for node, values in constant_shape_values(p if p.is_file() else p / name)
+                                         if t in values]
+    return {"path": str(p), "manifest": manifest, "graphs": graphs}
