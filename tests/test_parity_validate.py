@@ -193,7 +193,7 @@ def test_eval_set_with_nothing_for_the_tasks(tmp_path):
     """A captioning model on a set that has questions only: nothing to score."""
     from edgefuse.data.dataset import write_dataset
     from edgefuse.data.museum import QA, MuseumItem
-    from edgefuse.parity.validate import build_eval_set
+    from edgefuse.parity.evalset import build_eval_set
 
     item = MuseumItem("x", np.zeros((8, 8, 3), np.uint8), questions=[QA("what colour is the vase?", "red", "colour")])
     write_dataset([item], tmp_path / "qa-only")

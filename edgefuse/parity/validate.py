@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,234 +23,16 @@ import numpy as np
 from edgefuse.artifacts import MANIFEST_NAME, read_manifest, sha256_file, tool_versions
 from edgefuse.config import EdgeConfig, GateConfig, load_config
 from edgefuse.errors import ArtifactError, ValidationError, suggest
+from edgefuse.parity.evalset import MUSEUM, EvalSet, build_eval_set
 from edgefuse.parity.gates import check_gates, evaluate_gates
 from edgefuse.parity.metrics import error_histogram
+from edgefuse.parity.predict import DEFAULT_BATCH, Feeds, build_feeds, collect, runner_captioner, torch_captioner, torch_predictor
 from edgefuse.parity.reports import ArtifactReport, GroundingSample, ValidationReport, write_reports
 from edgefuse.parity.scoring import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, EvalLabels, TaskOutputs, reference_scores, score
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 32
-RETRIEVAL_GALLERY = 20  # images (and their first caption) in the all-pairs retrieval gallery (n^2 model rows)
-ITM_PER_IMAGE = 2  # positives and negatives taken per image
 SAMPLES_SHOWN = 4  # grounding samples drawn in the HTML report
-MUSEUM = "museum"
-
-
-# ------------------------------------------------------------------------------ eval set
-
-
-@dataclass
-class EvalSet:
-    """The evaluation items, flattened per task; every task indexes into `items` (the images)."""
-
-    source: str
-    items: list[Any]  # edgefuse.data.museum.MuseumItem
-    vqa: list[tuple[int, str, int]] = field(default_factory=list)  # image, question, answer index (-1 = not in vocabulary)
-    itm: list[tuple[int, str, int]] = field(default_factory=list)  # image, caption, 1 = match
-    retrieval: list[tuple[int, str]] = field(default_factory=list)  # image, its caption (gallery; diagonal = match)
-    grounding: list[tuple[int, str, tuple[float, float, float, float]]] = field(default_factory=list)
-    captions: list[tuple[int, list[str]]] = field(default_factory=list)  # image, labelled captions
-    vqa_out_of_vocabulary: int = 0
-
-    def counts(self) -> dict[str, int]:
-        c = {"questions": len(self.vqa), "caption pairs": len(self.itm), "retrieval gallery": len(self.retrieval),
-             "phrases": len(self.grounding), "captioned images": len(self.captions)}
-        return {k: v for k, v in c.items() if v}
-
-    def labels(self) -> EvalLabels:
-        return EvalLabels(
-            vqa_answer=np.array([a for _, _, a in self.vqa], dtype=np.int64) if self.vqa else None,
-            itm_label=np.array([y for _, _, y in self.itm], dtype=np.int64) if self.itm else None,
-            boxes=np.array([b for _, _, b in self.grounding], dtype=np.float64).reshape(-1, 4) if self.grounding else None,
-            caption_refs=[r for _, r in self.captions] if self.captions else None,
-        )
-
-
-def load_items(source: str | Path, n: int | None) -> tuple[str, list[Any]]:
-    """Museum test split ("museum") or a dataset folder (images/ + annotations.jsonl)."""
-    from edgefuse.errors import DataError
-
-    if n is not None and n < 1:
-        raise ValidationError(f"--n must be >= 1, got {n}", "pass the number of images to evaluate", code="EF907")
-    if str(source) == MUSEUM:
-        from edgefuse.data.museum import generate
-
-        items = generate("test", n=n)
-        return f"museum test split (first {len(items)})", items
-    folder = Path(source)
-    if not folder.exists():
-        raise ValidationError(f"evaluation set {folder} not found", f"pass '{MUSEUM}' or a folder with images/ and annotations.jsonl",
-                              code="EF907")
-    try:
-        from edgefuse.data.dataset import read_dataset
-
-        items = read_dataset(folder)
-    except DataError as e:
-        raise ValidationError(f"evaluation set {folder}: {e.message}", e.hint, code="EF907") from e
-    if n is not None:
-        items = items[:n]
-    return f"{folder} ({len(items)} images)", items
-
-
-def build_eval_set(source: str | Path, n: int | None, tasks: Sequence[str], answers: Sequence[str],
-                   retrieval_gallery: int = RETRIEVAL_GALLERY) -> EvalSet:
-    """Flatten the items into per-task lists; refuse a set with nothing for the model's tasks."""
-    name, items = load_items(source, n)
-    ev = EvalSet(name, items)
-    index = {a: i for i, a in enumerate(answers)}
-    for i, it in enumerate(items):
-        if "vqa" in tasks:
-            for qa in it.questions:
-                a = index.get(str(qa.answer).strip().lower(), index.get(str(qa.answer), -1))
-                ev.vqa_out_of_vocabulary += a < 0
-                ev.vqa.append((i, qa.question, a))
-        if "itm" in tasks:
-            ev.itm += [(i, c, 1) for c in it.captions[:ITM_PER_IMAGE]]
-            ev.itm += [(i, c, 0) for c in it.negative_captions[:ITM_PER_IMAGE]]
-            if it.captions and len(ev.retrieval) < retrieval_gallery:
-                ev.retrieval.append((i, it.captions[0]))
-        if "grounding" in tasks:
-            ev.grounding += [(i, r.phrase, tuple(float(v) for v in r.box)) for r in it.refs]
-        if "captioning" in tasks and it.captions:
-            ev.captions.append((i, list(it.captions)))
-    if len(ev.retrieval) < 2:
-        ev.retrieval = []
-    if ev.itm and len({y for *_, y in ev.itm}) < 2:
-        log.info("ITM items have one class only: AUC will be undefined")
-    if not (ev.vqa or ev.itm or ev.grounding or ev.captions):
-        found = {"images": len(items), "questions": sum(len(i.questions) for i in items),
-                 "captions": sum(len(i.captions) for i in items), "refs": sum(len(i.refs) for i in items)}
-        raise ValidationError(
-            f"evaluation set {name} has no usable items for tasks {', '.join(tasks)}: found "
-            + ", ".join(f"{v} {k}" for k, v in found.items()),
-            "add questions (vqa), captions with negative_captions (itm), refs (grounding) or captions (captioning)",
-            code="EF907")
-    if ev.vqa and ev.vqa_out_of_vocabulary == len(ev.vqa) and not (ev.itm or ev.grounding):
-        raise ValidationError(f"evaluation set {name}: none of its {len(ev.vqa)} answers is in the model's answer vocabulary",
-                              f"answers the model knows: {', '.join(list(answers)[:12])}...", code="EF907")
-    return ev
-
-
-# ----------------------------------------------------------------------------- predictors
-
-Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-@dataclass
-class Feeds:
-    """Pre-built batches per task, shared by the reference and every artifact."""
-
-    pixel_values: np.ndarray
-    batches: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]]  # task -> [(rows, feed)]
-
-
-def build_feeds(ev: EvalSet, tokenizer: Any, image_size: int, max_text_length: int, batch_size: int,
-                pad_to: int | None = None) -> Feeds:
-    from edgefuse.data.preprocess import preprocess_images
-
-    pix = preprocess_images([it.image for it in ev.items], size=image_size)
-    pairs: dict[str, list[tuple[int, str]]] = {
-        "vqa": [(i, q) for i, q, _ in ev.vqa],
-        "itm": [(i, c) for i, c, _ in ev.itm],
-        "grounding": [(i, p) for i, p, _ in ev.grounding],
-        # every gallery image with every gallery caption, row-major: sim[i, j]
-        "retrieval": [(i, c) for i, _ in ev.retrieval for _, c in ev.retrieval],
-    }
-    batches: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
-    for task, rows in pairs.items():
-        out = []
-        for s in range(0, len(rows), batch_size):
-            chunk = rows[s: s + batch_size]
-            img = np.array([i for i, _ in chunk], dtype=np.int64)
-            ids, mask = tokenizer.encode_batch([t for _, t in chunk], max_length=max_text_length, pad_to=pad_to)
-            out.append((img, {"pixel_values": np.ascontiguousarray(pix[img]), "input_ids": ids, "attention_mask": mask}))
-        batches[task] = out
-    return Feeds(pix, batches)
-
-
-_TASK_TENSORS = {"vqa": ("vqa_logits",), "itm": ("itm_logits",), "grounding": ("box", "grounding_attention")}
-
-
-def collect(predict: Predict, feeds: Feeds, ev: EvalSet, captioner: Callable[[np.ndarray], tuple[list[str], np.ndarray | None]] | None = None,
-            caption_batch: int = DEFAULT_BATCH) -> TaskOutputs:
-    """Run one model over all task feeds; keep each task's own outputs."""
-    out = TaskOutputs()
-    for task, names in _TASK_TENSORS.items():
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for rows, feed in feeds.batches.get(task, []):
-            res = predict(feed)
-            for n in names:
-                if n in res:  # rows beyond len(rows) only fill a fixed-size batch
-                    parts[n].append(np.asarray(res[n], dtype=np.float32)[: len(rows)])
-        for n, p in parts.items():
-            if p:
-                out.tensors[n] = np.concatenate(p)
-    if feeds.batches.get("retrieval"):
-        margins = []
-        for rows, feed in feeds.batches["retrieval"]:
-            lg = np.asarray(predict(feed)["itm_logits"], dtype=np.float64)[: len(rows)]
-            margins.append(lg[:, 1] - lg[:, 0])
-        k = len(ev.retrieval)
-        out.retrieval = np.concatenate(margins).reshape(k, k)
-    if captioner is not None and ev.captions:
-        idx = np.array([i for i, _ in ev.captions], dtype=np.int64)
-        caps: list[str] = []
-        toks: list[np.ndarray] = []
-        for s in range(0, len(idx), caption_batch):
-            c, t = captioner(np.ascontiguousarray(feeds.pixel_values[idx[s: s + caption_batch]]))
-            caps += c
-            if t is not None:
-                toks.append(np.asarray(t, dtype=np.float32))
-        out.captions = caps
-        if toks:
-            out.tensors["image_tokens"] = np.concatenate(toks)
-    return out
-
-
-def torch_predictor(model: Any) -> Predict:
-    import torch
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            res = model(*(torch.from_numpy(feed[k]) for k in ("pixel_values", "input_ids", "attention_mask")))
-        return {k: v.float().numpy() for k, v in res.items()}
-
-    return run
-
-
-def torch_captioner(model: Any, tokenizer: Any) -> Callable[[np.ndarray], tuple[list[str], np.ndarray]]:
-    import torch
-
-    def run(pix: np.ndarray) -> tuple[list[str], np.ndarray]:
-        with torch.inference_mode():
-            t = torch.from_numpy(pix)
-            ids = model.generate(t)
-            tokens = model.encode_image(t)
-        return tokenizer.decode_batch(ids.numpy()), tokens.float().numpy()
-
-    return run
-
-
-def runner_captioner(folder: Path, manifest: dict[str, Any], provider: str, tokenizer: Any,
-                     ) -> tuple[Callable[[np.ndarray], tuple[list[str], np.ndarray]], list[Any]]:
-    """Greedy captions through export's torch-free generation loop over image_encoder + decoder."""
-    from edgefuse.export.generation import CaptionGenerator, GenerationConfig
-    from edgefuse.runtime.runners import open_runner
-
-    if not isinstance(manifest.get("generation"), dict):
-        raise ValidationError(f"captioning artifact {folder} has no 'generation' settings in its manifest",
-                              "re-export it with `edgefuse export museum-caption`", code="EF913")
-    enc = open_runner(folder, provider=provider, file="image_encoder.onnx").activate()
-    dec = open_runner(folder, provider=provider, file="decoder.onnx").activate()
-    # the first decoder step has an empty KV cache (past_length 0), which the runner's feed check refuses
-    gen = CaptionGenerator(enc, lambda feed: dec.infer(feed, check=False), GenerationConfig.from_dict(manifest["generation"]))
-
-    def run(pix: np.ndarray) -> tuple[list[str], np.ndarray]:
-        ids = gen.generate(pix)  # greedy, as the reference's model.generate
-        return tokenizer.decode_batch(ids), gen.encode(pix)
-
-    return run, [enc, dec]
 
 
 # ----------------------------------------------------------------------------- artifacts
