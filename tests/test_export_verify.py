@@ -244,3 +244,16 @@ def test_pytorch_failure_on_a_case_is_a_verification_error(tmp_path):
     with pytest.raises(VerificationError) as ei:
         verify_onnx(torch_reference(model, spec), path, spec, [Case("museum batch=2", feed)])
     assert ei.value.code in ("EF413", "EF416") and "museum batch=2" in ei.value.message
+
+
+def test_opset_17_keeps_layernorm_one_node_and_older_is_refused(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    model, spec = TinyFusion().eval(), tiny_spec()
+    m = onnx.load(str(export_onnx(model, spec, tmp_path / "m17.onnx", opset=17)))
+    assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 17
+    assert [n.op_type for n in m.graph.node].count("LayerNormalization") == 1
+    with pytest.raises(ExportError) as ei:
+        export_onnx(model, spec, tmp_path / "m16.onnx", opset=16)
+    assert ei.value.code == "EF406" and not (tmp_path / "m16.onnx").exists()
