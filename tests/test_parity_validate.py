@@ -231,3 +231,10 @@ def test_users_folder_eval_set_and_confidence_gate(fp32_artifact, tmp_path, caps
     gates = report["artifacts"][0]["gates"]
     assert gates[0]["checks"][0]["basis"] == "upper 95% bound" and gates[0]["status"] == "passed"
     assert gates[1]["checks"][0]["observed"] > 40
+
+
+def test_bad_options_are_errors(fp32_artifact, capsys):
+    code, text = run_cli(["validate", str(fp32_artifact), "--qdq", "simulate", *FAST], capsys)
+    assert code == 2 and "EF914" in text and "simulated" in text
+    code, text = run_cli(["validate", str(fp32_artifact), "--model", "museum-duel", *FAST], capsys)
+    assert code == 2 and "EF915" in text and "museum-dual" in text

@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="Rows per inference call."),
         resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples for the intervals."),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+        qdq: str = typer.Option("kernels", "--qdq", help="INT8 QDQ on CPU: 'kernels' (this CPU's integer kernels) or "
+                                "'simulated' (Q/DQ in float, as TensorRT computes; host-independent)."),
         threads: int = typer.Option(1, "--threads", help="CPU threads for PyTorch and ONNX Runtime each (1 = steady on busy machines; 0 = library default)."),
     ) -> None:
         """Check artifacts against the FP32 PyTorch model: task + tensor metrics, gates, reports.
@@ -78,7 +80,7 @@ def register(app: typer.Typer) -> None:
         from edgefuse.parity.validate import validate
 
         report = validate(artifacts, model=model, weights=weights, eval_set=eval_set, n=n, config=config, report_dir=report_dir,
-                          provider=provider, batch_size=batch_size, resamples=resamples, seed=seed, threads=threads,
+                          provider=provider, batch_size=batch_size, resamples=resamples, seed=seed, threads=threads, qdq=qdq,
                           command="edgefuse " + " ".join(sys.argv[1:]),
                           progress=lambda msg: typer.echo(msg, err=True))
         print_summary(report, report_dir)

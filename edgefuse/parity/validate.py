@@ -33,6 +33,7 @@ from edgefuse.parity.scoring import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, EvalL
 log = logging.getLogger(__name__)
 
 SAMPLES_SHOWN = 4  # grounding samples drawn in the HTML report
+QDQ_MODES = ("kernels", "simulated")
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -223,12 +224,15 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
              eval_set: str | Path = MUSEUM, n: int | None = None, gates: Sequence[GateConfig] | None = None,
              config: EdgeConfig | str | Path | None = None, report_dir: str | Path | None = None, provider: str = "cpu",
              batch_size: int = DEFAULT_BATCH, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-             confidence: float = DEFAULT_CONFIDENCE, threads: int = 1, command: str = "",
+             confidence: float = DEFAULT_CONFIDENCE, threads: int = 1, qdq: str = "kernels", command: str = "",
              progress: Callable[[str], None] | None = None) -> ValidationReport:
     """Validate artifacts against the FP32 PyTorch model; write reports if `report_dir` is given.
 
     The report's `exit_code` is 0 when every gate passed (or did not apply) and 1 when a gate
     failed; anything that stops validation raises ValidationError (or another EdgeFuseError).
+    `qdq="simulated"` runs INT8 QDQ artifacts with graph optimisations off, so Q/DQ pairs compute in
+    float as TensorRT's INT8 does numerically, independent of this CPU's integer kernels (which
+    saturate on AVX2 without VNNI, see NOTES.md); "kernels" checks what this CPU really runs.
     """
     t0 = time.perf_counter()
     say = progress or (lambda msg: log.info(msg))
@@ -241,6 +245,8 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
         raise ValidationError(f"resamples {resamples} is too few for an interval", "use 1000", code="EF914")
     if batch_size < 1:
         raise ValidationError(f"batch size {batch_size} must be >= 1", "use e.g. 32", code="EF914")
+    if qdq not in QDQ_MODES:
+        raise ValidationError(f"unknown QDQ mode '{qdq}'", suggest(qdq, QDQ_MODES), code="EF914")
 
     infos = [open_artifact(a) for a in artifacts]  # cheap checks first: before PyTorch loads anything
     _unique_names(infos)
@@ -280,15 +286,35 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
     if threads:  # one thread each by default: eager PyTorch slows 10x when its threads compete for busy cores
         torch.set_num_threads(threads)
     try:
-        return _run(ref, infos, ev, labels, feeds, gate_list, provider, threads, resamples, seed, confidence, say, command,
-                    report_dir, t0)
+        opts = RunOptions(provider, threads, resamples, seed, confidence, qdq)
+        return _run(ref, infos, ev, labels, feeds, gate_list, opts, say, command, report_dir, t0)
     finally:
         torch.set_num_threads(torch_threads)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    provider: str
+    threads: int
+    resamples: int
+    seed: int
+    confidence: float
+    qdq: str
+
+    def runner_options(self, info: ArtifactInfo) -> dict[str, Any]:
+        opts: dict[str, Any] = {"threads": self.threads} if self.threads and self.provider == "cpu" else {}
+        if self.qdq == "simulated" and info.precision == "int8" and self.provider == "cpu":
+            opts["optimization"] = "disable"
+        return opts
+
+    def describe(self, info: ArtifactInfo) -> str:
+        simulated = self.qdq == "simulated" and info.precision == "int8" and self.provider == "cpu"
+        return f"{self.provider} (simulated QDQ)" if simulated else self.provider
+
+
 def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLabels, feeds: Feeds, gate_list: list[GateConfig],
-         provider: str, threads: int, resamples: int, seed: int, confidence: float, say: Callable[[str], None], command: str,
-         report_dir: str | Path | None, t0: float) -> ValidationReport:
+         o: RunOptions, say: Callable[[str], None], command: str, report_dir: str | Path | None, t0: float) -> ValidationReport:
+    provider, threads, resamples, seed, confidence = o.provider, o.threads, o.resamples, o.seed, o.confidence
     tr = time.perf_counter()
     captioning = "captioning" in ref.tasks
     ref_out = collect(torch_predictor(ref.model), feeds, ev,
@@ -299,7 +325,7 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
     samples = _samples(ev, ref_out)
     reports: list[ArtifactReport] = []
     for info in infos:
-        say(f"artifact: {info.name} ({info.precision}) on {provider}")
+        say(f"artifact: {info.name} ({info.precision}) on {o.describe(info)}")
         ta = time.perf_counter()
         from edgefuse.runtime.runners import open_runner
 
@@ -310,8 +336,7 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
                 cap, opened = runner_captioner(folder, info.manifest, provider, ref.tokenizer)
                 art_out = collect(lambda feed: {}, feeds, ev, cap)
             else:
-                opts = {"threads": threads} if threads and provider == "cpu" else {}
-                runner = open_runner(info.path, provider=provider, **opts).activate()
+                runner = open_runner(info.path, provider=provider, **o.runner_options(info)).activate()
                 opened.append(runner)
                 names = set(runner.output_names)
                 art_out = collect(lambda feed: {k: v for k, v in runner.infer(feed).items() if k in names}, feeds, ev)
@@ -322,7 +347,7 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
         outs = sorted(set(ref_out.tensors) & set(art_out.tensors))
         sample_idx = [k for k, _ in samples]
         reports.append(ArtifactReport(
-            name=info.name, path=str(info.path), precision=info.precision, provider=provider,
+            name=info.name, path=str(info.path), precision=info.precision, provider=o.describe(info),
             manifest={k: info.manifest.get(k) for k in ("model", "family", "tasks", "precision", "opset", "weights_sha256", "created_by",
                                                          "tool_versions") if k in info.manifest},
             metrics=res, gates=evaluate_gates(gate_list, info.name, res, ref.tasks, outs),
