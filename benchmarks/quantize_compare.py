@@ -6,7 +6,7 @@ and file size in this process, then latency at batch 1 with ONE PROCESS PER VARI
 interleaved passes (NOTES.md: sessions and torch in one process inflate each other).
 
 Variants: PyTorch FP32 eager (the baseline of every speed-up), ORT FP32, edgefuse FP16,
-edgefuse INT8 (ORT backend, TensorRT-style QDQ), edgefuse INT8 CPU recipe (reduce_range),
+edgefuse INT8 (ORT backend, TensorRT-style QDQ), edgefuse INT8 --for-cpu (per-tensor 7-bit weights),
 edgefuse INT8 (NNCF backend), ORT quantize_static defaults, ORT quantize_dynamic, NNCF
 defaults, and Optimum's AutoQuantizationConfig when optimum is installed (else a note).
 
@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,7 +101,7 @@ def build_variants(fp32: Path, work: Path, calib_n: int, eval_n: int, log) -> tu
     notes: dict[str, str] = {}
     timing: dict[str, float] = {}
     for name, cfg in [("edgefuse FP16", Fp16Config()), ("edgefuse INT8 ort (TensorRT QDQ)", Int8OrtConfig()),
-                      ("edgefuse INT8 ort, CPU recipe (reduce_range)", Int8OrtConfig(reduce_range=True)),
+                      ("edgefuse INT8 ort --for-cpu (per-tensor 7-bit weights)", Int8OrtConfig(per_channel=False, reduce_range=True)),
                       ("edgefuse INT8 nncf", Int8NncfConfig())]:
         t = time.perf_counter()
         res = quantize_artifact(fp32, cfg, work / name.split(" (")[0].replace(" ", "-").replace(",", ""), cal, opts)
@@ -174,6 +176,18 @@ def build_variants(fp32: Path, work: Path, calib_n: int, eval_n: int, log) -> tu
     return {k: str(v) for k, v in paths.items()}, {"rows": rows, **meta}
 
 
+def _machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()} {model}, {os.cpu_count()} cores"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifact", type=Path, default=None, help="FP32 museum-dual artifact (default: export one)")
@@ -184,6 +198,9 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=300)
     ap.add_argument("--md", type=Path, default=ROOT / "benchmarks/results/quantize_compare.md")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/quantize_compare.json")
+    ap.add_argument("--work", type=Path, default=None, help="folder for the variants (default: a temp folder)")
+    ap.add_argument("--time-only", type=Path, default=None, help="only time the variants of an earlier run's --work folder")
+    ap.add_argument("--machine", default=None, help="text describing the machine, for the table")
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "ITERS", "FEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -194,16 +211,36 @@ def main() -> int:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    work = Path(tempfile.mkdtemp(prefix="edgefuse-qbench-"))
-    fp32 = args.artifact
-    if fp32 is None:
-        from edgefuse.export.exporter import export_model
+    if args.time_only:  # a folder written by an earlier run (e.g. copied to a quieter machine)
+        work = args.time_only.resolve()
+        state = json.loads((work / "state.json").read_text())
+        manifest = state["manifest"]
+        paths = {k: str(work / v) for k, v in state["paths"].items()}
+        acc = state["acc"]
+    else:
+        work = Path(args.work or tempfile.mkdtemp(prefix="edgefuse-qbench-")).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        fp32 = args.artifact
+        if fp32 is None:
+            from edgefuse.export.exporter import export_model
 
-        fp32 = export_model("museum-dual", work / "museum-dual-fp32", created_by="benchmarks/quantize_compare.py").folder
-        log(f"exported {fp32}")
-    manifest = json.loads((fp32 / "manifest.json").read_text())
-    paths, acc = build_variants(fp32, work, args.calib, args.eval, log)
+            fp32 = export_model("museum-dual", work / "museum-dual-fp32", overwrite=True,
+                                created_by="benchmarks/quantize_compare.py").folder
+            log(f"exported {fp32}")
+        manifest = json.loads((fp32 / "manifest.json").read_text())
+        paths, acc = build_variants(fp32, work, args.calib, args.eval, log)
+        rel = {}
+        for k, v in paths.items():  # self-contained folder: copy every variant beside state.json
+            name = k.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + ".onnx"
+            if Path(v).resolve() != (work / name).resolve():
+                shutil.copyfile(v, work / name)
+            rel[k] = name
+        (work / "state.json").write_text(json.dumps({"manifest": {k: manifest.get(k) for k in ("model", "weights_source")},
+                                                     "paths": rel, "acc": acc}, indent=1, default=str))
+        paths = {k: str(work / v) for k, v in rel.items()}
+        log(f"variants in {work}")
     torch_spec = json.dumps({"model": manifest.get("model", "museum-dual")})
+    load0 = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     variants = {"PyTorch FP32 eager": ("torch", torch_spec), **{k: ("onnx", v) for k, v in paths.items()}}
     lat: dict[str, list[float]] = {k: [] for k in variants}
     for p in range(args.passes):
@@ -221,10 +258,10 @@ def main() -> int:
     lines = [
         "# Quantization compared (museum-dual, batch 1, this CPU)",
         "",
-        f"Command: `nice -n 10 python benchmarks/quantize_compare.py --passes {args.passes} --iters {args.iters} "
-        f"--threads {args.threads} --calib {args.calib} --eval {args.eval}`",
+        f"Command: `{shlex.join(['python', 'benchmarks/quantize_compare.py', *sys.argv[1:]])}`",
         "",
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, python {platform.python_version()}; "
+        f"Machine: {args.machine or _machine()}, python {platform.python_version()}, load average at start "
+        f"{load0}; "
         f"weights: {manifest.get('weights_source', 'shipped')}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"Latency: median over {args.passes} interleaved passes of per-process medians ({args.iters} runs after warm-up), "

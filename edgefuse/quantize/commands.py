@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         eval_samples: int = typer.Option(200, "--eval-samples", help="Labelled museum val samples per task for the drops (0 = skip)."),
         quantize_attention: bool = typer.Option(False, "--quantize-attention", help="INT8: also lower the attention-score MatMuls."),
         quantize_head: bool = typer.Option(False, "--quantize-head", help="INT8: also lower the final head layers."),
+        for_cpu: bool = typer.Option(False, "--for-cpu", help="INT8 for ONNX Runtime's CPU kernels: per-tensor 7-bit weights "
+                                     "(fused into integer MatMuls, no u8s8 saturation without VNNI) instead of TensorRT's per-channel."),
         promote_above: float = typer.Option(None, "--promote-above", help="INT8: also lower kept groups whose measured SQNR "
                                             "alone is at least this many dB."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the calibration statistics cache."),
@@ -44,6 +46,8 @@ def register(app: typer.Typer) -> None:
         overrides = {}
         if precision == "int8":
             overrides = {"quantize_attention": quantize_attention, "quantize_head": quantize_head, "promote_min_sqnr": promote_above}
+            if for_cpu:
+                overrides.update(per_channel=False, reduce_range=True)
         recipe = make_config(precision, backend or cfg.quantize.backend, method or cfg.quantize.calibration_method, **overrides)
         metric, drop = budget_metric, max_drop
         if not no_budget and metric is None and drop is None:

@@ -53,7 +53,7 @@ class _Int8Base:
     method: str = "minmax"
     percentile: float = 99.999
     num_bins: int = 2048
-    per_channel: bool = True
+    per_channel: bool = True  # TensorRT; ORT's CPU EP fuses only per-tensor weights into integer MatMuls
     reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI (NOTES.md)
     quantize_attention: bool = False
     quantize_head: bool = False

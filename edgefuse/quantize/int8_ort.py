@@ -100,7 +100,7 @@ def build_qdq(model: onnx.ModelProto, ranges: Ranges, nodes: Sequence[str], cfg:
         "OpTypesToExcludeOutputQuantization": list(LINEAR_OPS) + ["Gather"],
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
         "AddQDQPairToWeight": weight_pairs,
-        "DedicatedQDQPair": True,  # residual adds etc. keep reading the float tensor
+        "DedicatedQDQPair": False,  # one shared pair per tensor (q/k/v); restrict_qdq keeps other readers on the float tensor
     }
     q = QDQQuantizer(copy.deepcopy(model), cfg.per_channel, cfg.reduce_range, QuantType.QInt8, QuantType.QInt8,
                      _tensors_data(ranges), sorted(nodes), None, sorted({*LINEAR_OPS, "Gather"}), extra)
