@@ -269,3 +269,17 @@ def test_kept_groups_are_lowered_only_when_measurement_says_so(tiny: Path, tmp_p
     none = quantize_artifact(tiny, Int8OrtConfig(promote_min_sqnr=1000.0), tmp_path / "promo2", CAL,
                              QuantizeOptions(eval_samples=0, sensitivity_samples=4))
     assert none.report["promoted"] == []
+
+
+def test_cpu_recipe_uses_per_tensor_weights(tiny: Path) -> None:
+    from edgefuse.calibration import StatsCache, build_calibration
+    from edgefuse.quantize.backends import Context, prepare_int8_ort
+
+    ctx = Context(onnx.load(str(tiny / "model.onnx")), "x", build_calibration("museum", 8, 0), StatsCache(None))
+    cpu = make_config("int8", "ort", "minmax", per_channel=False, reduce_range=True)
+    plan = prepare_int8_ort(ctx, cpu)
+    m = plan.build(plan.default)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    weights = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and all(inits[n.input[1]].size == 1 for n in weights)
+    assert all(np.abs(inits[n.input[0]]).max() <= 64 for n in weights)  # 7-bit weights
