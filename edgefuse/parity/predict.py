@@ -126,8 +126,9 @@ def runner_captioner(folder: Path, manifest: dict[str, Any], provider: str, toke
     if not isinstance(manifest.get("generation"), dict):
         raise ValidationError(f"captioning artifact {folder} has no 'generation' settings in its manifest",
                               "re-export it with `edgefuse export museum-caption`", code="EF913")
-    enc = open_runner(folder, provider=provider, file="image_encoder.onnx").activate()
-    dec = open_runner(folder, provider=provider, file="decoder.onnx").activate()
+    ext = ".onnx" if (folder / "image_encoder.onnx").is_file() else ".engine"  # ONNX artifact or engine folder
+    enc = open_runner(folder, provider=provider, file=f"image_encoder{ext}").activate()
+    dec = open_runner(folder, provider=provider, file=f"decoder{ext}").activate()
     # the first decoder step has an empty KV cache (past_length 0), which the runner's feed check refuses
     gen = CaptionGenerator(enc, lambda feed: dec.infer(feed, check=False), GenerationConfig.from_dict(manifest["generation"]))
 
