@@ -139,19 +139,29 @@ def boxes_on_image(image: np.ndarray, boxes: Sequence[tuple[str, Sequence[float]
     return _svg(size, size, body, title or "boxes")
 
 
-def attention_map(attn: np.ndarray, size: int = 96, title: str = "") -> str:
-    """A patch attention vector (square number of patches) as a heat map grid."""
+def attention_map(attn: np.ndarray, size: int = 96, title: str = "", image: np.ndarray | None = None) -> str:
+    """A patch attention vector (square number of patches) as a heat map, over the image if given.
+
+    Scaled min..max so a nearly flat map still shows where it peaks; over an image the heat is
+    drawn as translucent red (opacity = attention), alone as a dark-to-bright colour ramp.
+    """
     a = np.asarray(attn, dtype=np.float64).ravel()
     g = int(round(math.sqrt(a.size)))
     if g * g != a.size or a.size == 0:
         return ""
     lo, hi = float(a.min()), float(a.max())
-    span = hi - lo if hi > lo else 1.0  # min..max so a nearly flat map still shows its structure
+    span = hi - lo if hi > lo else 1.0
     cell = size / g
     body = []
+    if image is not None:
+        body.append(f'<image href="{png_data_uri(image)}" x="0" y="0" width="{size}" height="{size}" style="image-rendering:pixelated"/>')
     for i, v in enumerate(a):
         t = max(0.0, min(1.0, (v - lo) / span))
-        r, gg, b = int(255 * t), int(255 * t * 0.6 + 20), int(90 * (1 - t) + 20)
-        body.append(f'<rect x="{(i % g) * cell:.2f}" y="{(i // g) * cell:.2f}" width="{cell + 0.3:.2f}" height="{cell + 0.3:.2f}" '
-                    f'fill="rgb({r},{gg},{b})"><title>patch {i}: {v:.3f}</title></rect>')
+        x, y = (i % g) * cell, (i // g) * cell
+        if image is not None:
+            fill = f'fill="#ff1f1f" fill-opacity="{0.75 * t:.3f}"'
+        else:
+            fill = f'fill="rgb({int(255 * t)},{int(255 * t * 0.6 + 20)},{int(90 * (1 - t) + 20)})"'
+        body.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{cell + 0.3:.2f}" height="{cell + 0.3:.2f}" {fill}>'
+                    f'<title>patch {i}: {v:.3f}</title></rect>')
     return _svg(size, size, body, title or "attention")

@@ -340,11 +340,11 @@ def to_html(report: ValidationReport) -> str:
                 boxes = [("labelled", s.gt_box, "gt"), ("FP32 PyTorch", s.reference_box, "ref"), (a.name, art_box, "art")]
                 parts = [plots.boxes_on_image(s.image, boxes, title=s.phrase)]
                 if s.reference_attention is not None:
-                    parts.append(plots.attention_map(s.reference_attention, title="FP32 attention"))
+                    parts.append(plots.attention_map(s.reference_attention, 192, "FP32 attention", s.image))
                 if art_att is not None:
-                    parts.append(plots.attention_map(art_att, title=f"{a.name} attention"))
+                    parts.append(plots.attention_map(art_att, 192, f"{a.name} attention", s.image))
                 h.append(f'<figure class="sample">{" ".join(p for p in parts if p)}'
-                         f"<figcaption>“{_esc(s.phrase)}” · boxes · attention FP32 | artifact</figcaption></figure>")
+                         f"<figcaption>“{_esc(s.phrase)}”: boxes · [CLS]→patch attention of FP32 · of the artifact (red = more)</figcaption></figure>")
         h.append("</div>")
     h.append(f"<p><small>edgefuse {_esc(report.tool_versions.get('edgefuse', ''))}; "
              f"{_esc(', '.join(f'{k} {v}' for k, v in report.tool_versions.items() if k != 'edgefuse'))}</small></p>")
