@@ -193,3 +193,22 @@ def test_resampled_sums_equal_direct_recomputation():
     got = M.SummedStat(stats, M.bleu4_from_stats)(idx)
     want = [M.bleu4([caps[k] for k in i], [refs[k] for k in i]) for i in idx]
     np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_per_question_kind_accuracy():
+    labels, ref, art = _synthetic(flip=12)
+    kinds = np.array(["colour", "count", "position"])[np.arange(len(labels.vqa_answer)) % 3]
+    labels.vqa_kind = kinds.tolist()
+    res = score(labels, ref, art, resamples=200, seed=0)
+    pred = art.tensors["vqa_logits"].argmax(1)
+    for k in ("colour", "count", "position"):
+        m = res[f"vqa_accuracy[{k}]"]
+        want = (pred[kinds == k] == labels.vqa_answer[kinds == k]).mean() * 100
+        assert m.value == pytest.approx(want) and m.n == len(kinds)
+        assert m.drop_ci[0] <= m.drop <= m.drop_ci[1]
+    assert lookup("vqa_accuracy[count]").unit == "pt"
+    # the subset mean over a resample equals recomputing it on the resampled items
+    idx = M.bootstrap_indices(len(kinds), 5, seed=2)
+    got = M.SubsetMeanStat(pred == labels.vqa_answer, kinds == "count")(idx)
+    want = [(pred[i][kinds[i] == "count"] == labels.vqa_answer[i][kinds[i] == "count"]).mean() for i in idx]
+    np.testing.assert_allclose(got, want)

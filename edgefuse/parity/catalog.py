@@ -64,17 +64,33 @@ def tensor_def(output: str, stat: str) -> MetricDef:
                      stat in ("cosine", "sqnr_db"), f"{stat} of output '{output}' against the reference", _TENSOR_IDEAL[stat])
 
 
+_KIND_RE = re.compile(r"^vqa_accuracy\[([A-Za-z0-9_ \-]+)\]$")
+
+
+def per_kind_def(kind: str) -> MetricDef:
+    """VQA accuracy on one question kind: `vqa_accuracy[colour]`, `vqa_accuracy[count]`, ..."""
+    return MetricDef(f"vqa_accuracy[{kind}]", "vqa", "task", "pt", True, f"VQA accuracy on '{kind}' questions")
+
+
+def base_name(name: str) -> str:
+    """`vqa_accuracy[colour]` -> `vqa_accuracy` (for ordering reports by the catalog)."""
+    return name.split("[", 1)[0]
+
+
 def lookup(name: str) -> MetricDef:
     """The definition of a metric name; ValidationError EF902 with a near-miss suggestion if unknown."""
     if name in TASK_METRICS:
         return TASK_METRICS[name]
+    k = _KIND_RE.match(name)
+    if k:
+        return per_kind_def(k.group(1))
     m = _TENSOR_RE.match(name)
     if m and m.group(2) in TENSOR_STATS:
         return tensor_def(m.group(1), m.group(2))
     if m:
         raise ValidationError(f"unknown tensor statistic '{m.group(2)}' in gate metric '{name}'",
                               suggest(m.group(2), TENSOR_STATS), code="EF902")
-    choices = list(TASK_METRICS) + ["tensor.<output>.<" + "|".join(TENSOR_STATS) + ">"]
+    choices = list(TASK_METRICS) + ["vqa_accuracy[<question kind>]", "tensor.<output>.<" + "|".join(TENSOR_STATS) + ">"]
     raise ValidationError(f"gate names unknown metric '{name}'", suggest(name, choices), code="EF902")
 
 

@@ -35,6 +35,7 @@ class EvalSet:
     retrieval: list[tuple[int, str]] = field(default_factory=list)  # image, its caption (gallery; diagonal = match)
     grounding: list[tuple[int, str, tuple[float, float, float, float]]] = field(default_factory=list)
     captions: list[tuple[int, list[str]]] = field(default_factory=list)  # image, labelled captions
+    vqa_kinds: list[str] = field(default_factory=list)  # question kind per VQA item ("colour", "count", ...)
     vqa_out_of_vocabulary: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -45,6 +46,7 @@ class EvalSet:
     def labels(self) -> EvalLabels:
         return EvalLabels(
             vqa_answer=np.array([a for _, _, a in self.vqa], dtype=np.int64) if self.vqa else None,
+            vqa_kind=list(self.vqa_kinds) if self.vqa else None,
             itm_label=np.array([y for _, _, y in self.itm], dtype=np.int64) if self.itm else None,
             boxes=np.array([b for _, _, b in self.grounding], dtype=np.float64).reshape(-1, 4) if self.grounding else None,
             caption_refs=[r for _, r in self.captions] if self.captions else None,
@@ -89,6 +91,7 @@ def build_eval_set(source: str | Path, n: int | None, tasks: Sequence[str], answ
                 a = index.get(str(qa.answer).strip().lower(), index.get(str(qa.answer), -1))
                 ev.vqa_out_of_vocabulary += a < 0
                 ev.vqa.append((i, qa.question, a))
+                ev.vqa_kinds.append(str(qa.kind or "other"))
         if "itm" in tasks:
             ev.itm += [(i, c, 1) for c in it.captions[:ITM_PER_IMAGE]]
             ev.itm += [(i, c, 0) for c in it.negative_captions[:ITM_PER_IMAGE]]

@@ -216,6 +216,26 @@ def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
+class SubsetMeanStat(Statistic):
+    """Mean of per-item values over a subset (e.g. one question kind) of the resampled items.
+
+    The resampling runs over all items (shared with the other metrics of the task); each resample's
+    subset mean counts the subset items it drew, so the interval reflects the subset's size.
+    """
+
+    def __init__(self, values: np.ndarray, mask: np.ndarray, scale: float = 1.0) -> None:
+        self.values = np.asarray(values, dtype=np.float64).ravel()
+        self.mask = np.asarray(mask, dtype=np.float64).ravel()
+        self.n = self.values.size
+        self.scale = scale
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        w = resample_counts(idx, self.n)
+        den = w @ self.mask
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, (w @ (self.values * self.mask)) / np.where(den > 0, den, 1.0), np.nan) * self.scale
+
+
 class SummedStat(Statistic):
     """A function of per-item statistic rows [n, k] summed over the resampled items (BLEU-4)."""
 

@@ -18,7 +18,7 @@ import numpy as np
 from edgefuse.artifacts import atomic_write_text, staged_dir
 from edgefuse.config import GateConfig
 from edgefuse.parity import plots
-from edgefuse.parity.catalog import TASK_METRICS, format_drop, format_value, lookup
+from edgefuse.parity.catalog import TASK_METRICS, base_name, format_drop, format_value, lookup
 from edgefuse.parity.gates import FAILED, PASSED, SKIPPED, GateResult
 from edgefuse.parity.metrics import finite_or_none
 from edgefuse.parity.scoring import MetricResult
@@ -164,7 +164,7 @@ def _metric_names(report: ValidationReport, kind: str) -> list[str]:
                 names.append(k)
     if kind != "tensor":
         order = list(TASK_METRICS)
-        names.sort(key=order.index)
+        names.sort(key=lambda n: (order.index(base_name(n)) if base_name(n) in order else len(order), n))
     return names
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgefuse.parity import metrics as M
-from edgefuse.parity.catalog import TASK_METRICS, MetricDef, tensor_def
+from edgefuse.parity.catalog import TASK_METRICS, MetricDef, per_kind_def, tensor_def
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
@@ -26,6 +26,7 @@ class EvalLabels:
     """Ground truth of the evaluation set, flattened per task (None = the set has no such items)."""
 
     vqa_answer: np.ndarray | None = None  # [Nq] answer index; -1 = answer outside the vocabulary
+    vqa_kind: list[str] | None = None  # [Nq] question kind (per-kind accuracy when there are several)
     itm_label: np.ndarray | None = None  # [Np] 1 = match
     boxes: np.ndarray | None = None  # [Nr, 4] x, y, w, h in [0, 1]
     caption_refs: list[list[str]] | None = None  # [Ni] labelled captions per image
@@ -135,6 +136,13 @@ def score(labels: EvalLabels, reference: TaskOutputs, artifact: TaskOutputs, res
         i = idx("vqa", len(ans))
         add("vqa_accuracy", M.MeanStat(rp == ans, 100.0), M.MeanStat(ap == ans, 100.0), i)
         add("vqa_agreement", None, M.MeanStat(rp == ap), i)
+        kinds = np.asarray(labels.vqa_kind) if labels.vqa_kind is not None else None
+        if kinds is not None and len(set(kinds.tolist())) > 1:
+            for k in sorted(set(kinds.tolist())):
+                mask = kinds == k
+                d = per_kind_def(k)
+                out[d.name] = _result(d, M.SubsetMeanStat(rp == ans, mask, 100.0), M.SubsetMeanStat(ap == ans, mask, 100.0), i,
+                                      confidence)
 
     if labels.itm_label is not None and "itm_logits" in rt and "itm_logits" in at:
         lab = np.asarray(labels.itm_label).astype(bool)
