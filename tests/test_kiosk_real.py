@@ -103,3 +103,22 @@ def test_server_with_both_artifacts(fp32_artifact: Path, caption_artifact: Path,
     assert cap.status_code == 200 and cap.json()["text"], cap.text
     assert ask.status_code == 200 and ask.json()["answer"], ask.text
     assert ground.status_code == 200 and len(ground.json()["box"]) == 4, ground.text
+
+
+def test_cli_ask_with_caption_and_ground(fp32_artifact: Path, caption_artifact: Path, items, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    img = tmp_path / "exhibit.png"
+    Image.fromarray(items[2].image).save(img)
+    code = "import sys; sys.modules['torch'] = None\nfrom edgefuse.cli import main\nmain(sys.argv[1:])\n"
+    r = subprocess.run([sys.executable, "-c", code, "ask", str(img), items[2].questions[0].question, "--artifact", str(fp32_artifact),
+                        "--caption", "--caption-artifact", str(caption_artifact), "--num-beams", "2", "--ground", items[2].refs[0].phrase,
+                        "--json", "--threads", "1"], cwd=root, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(root), "EDGEFUSE_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["answer"] and out["caption"] and Path(out["ground"]["drawn"]).is_file()
