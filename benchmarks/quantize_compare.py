@@ -165,7 +165,7 @@ def build_variants(fp32: Path, work: Path, calib_n: int, eval_n: int, log) -> tu
                          "min_sqnr_db": min(ev.output_sqnr(ref_out, ev.run_model(ev.make_session(m, mode, 2), sq_feeds)).values())}
         rows[name] = row
         log(f"measured {name}: {row['cpu']}")
-    meta = {"reference": ref_metrics, "eval_samples": es.sizes, "notes": notes, "feed": None}
+    meta = {"reference": ref_metrics, "eval_samples": es.sizes, "notes": notes, "feed": None, "host": _machine()}
     # the batch-1 latency input: one museum val question
     from edgefuse.data import museum
 
@@ -256,7 +256,7 @@ def main() -> int:
     base = med["PyTorch FP32 eager"]
     rows = acc["rows"]
     lines = [
-        "# Quantization compared (museum-dual, batch 1, this CPU)",
+        "# Quantization compared (museum-dual, batch 1, CPU)",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/quantize_compare.py', *sys.argv[1:]])}`",
         "",
@@ -268,7 +268,9 @@ def main() -> int:
         f"{args.threads} threads, one process per variant. Input: one museum val question {acc['feed']}.",
         f"Accuracy: {acc['eval_samples']} labelled museum val samples; FP32 ORT VQA accuracy {acc['reference'].get('vqa_accuracy', 0):.2f} %. "
         "'CPU kernels' = ORT graph optimisations on (the integer kernels of this host); "
-        "'simulated' = optimisations off (Q/DQ as float math, how TensorRT computes a QDQ graph).",
+        "'simulated' = optimisations off (Q/DQ as float math, how TensorRT computes a QDQ graph)."
+        + (f" Accuracy and file sizes come from the run that built the variants ({acc.get('host', 'the project machine')}); "
+           "only the latencies were measured here." if args.time_only else ""),
         "",
         "| variant | latency ms | speed-up vs eager | VQA acc % (CPU) | VQA drop pt (CPU) | top-1 agree % (CPU) | min SQNR dB (CPU) "
         "| VQA drop pt (simulated) | min SQNR dB (simulated) | file vs FP32 |",
