@@ -239,6 +239,23 @@ def test_default_model_int8_and_fp16_run_on_ort_cpu(fp32_artifact: Path, tmp_pat
             assert "cpu_kernels" in rep["metrics"]
             assert rep["size_bytes"]["quantized"] < 0.35 * rep["size_bytes"]["fp32"]
             assert any(k["reasons"][0].startswith("attention-score") for k in rep["kept_in_higher_precision"])
+            ours = min(rep["output_sqnr_db"].values())
+    # naive all-op INT8 (ORT quantize_static defaults) on the same model and data collapses
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from edgefuse.calibration import build_calibration
+    from edgefuse.calibration.reader import FeedReader
+    from edgefuse.data.preprocess import Preprocessor
+    from edgefuse.data.tokenizer import Tokenizer
+
+    pre = Preprocessor(None, Tokenizer.load(fp32_artifact / "tokenizer.json"))
+    pairs = build_calibration("museum", 16, 0).pairs
+    padded = [pre([p.image], [p.text], pad_to=32) for p in pairs]
+    quantize_static(str(fp32_artifact / "model.onnx"), str(tmp_path / "naive.onnx"), FeedReader(padded), quant_format=QuantFormat.QDQ)
+    fp32 = onnx.load(str(fp32_artifact / "model.onnx"))
+    feeds = build_calibration("museum", 16, 0).feeds
+    naive = min(output_sqnr(run_model(make_session(fp32), feeds), run_model(make_session(onnx.load(str(tmp_path / "naive.onnx"))), feeds)).values())
+    assert naive < ours - 15.0, (naive, ours)
 
 
 def test_caption_artifact_both_graphs_quantized(caption_artifact: Path, tmp_path: Path) -> None:
