@@ -10,6 +10,11 @@ average is printed beside the figures, since a shared machine inflates wall time
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 import argparse
 import json
 import os
