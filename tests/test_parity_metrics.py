@@ -212,3 +212,21 @@ def test_per_question_kind_accuracy():
     got = M.SubsetMeanStat(pred == labels.vqa_answer, kinds == "count")(idx)
     want = [(pred[i][kinds[i] == "count"] == labels.vqa_answer[i][kinds[i] == "count"]).mean() for i in idx]
     np.testing.assert_allclose(got, want)
+
+
+def test_fixed_batch_feeds_are_filled_and_trimmed():
+    """Fixed-shape engines get full batches; the repeated rows never reach the metrics."""
+    from edgefuse.data.museum import generate
+    from edgefuse.data.tokenizer import default_tokenizer
+    from edgefuse.parity.evalset import EvalSet
+    from edgefuse.parity.predict import build_feeds, collect
+
+    items = generate("test", n=2)
+    ev = EvalSet("t", items, vqa=[(0, "what colour is the vase?", 1), (1, "where is the lamp?", 2), (1, "is there a bowl?", 3)])
+    feeds = build_feeds(ev, default_tokenizer(), 64, 32, batch_size=2, pad_to=32, fixed_batch=True)
+    shapes = [f["input_ids"].shape for _, f in feeds.batches["vqa"]]
+    assert shapes == [(2, 32), (2, 32)]  # the last batch (1 row) is filled to 2
+    # a "model" whose output row is its input's first pixel value: rows must come back in item order
+    out = collect(lambda f: {"vqa_logits": f["pixel_values"][:, :1, 0, 0]}, feeds, ev)
+    want = feeds.pixel_values[[0, 1, 1], :1, 0, 0]
+    np.testing.assert_array_equal(out.tensors["vqa_logits"], want)

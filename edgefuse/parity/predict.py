@@ -31,7 +31,10 @@ class Feeds:
 
 
 def build_feeds(ev: EvalSet, tokenizer: Any, image_size: int, max_text_length: int, batch_size: int,
-                pad_to: int | None = None) -> Feeds:
+                pad_to: int | None = None, fixed_batch: bool = False) -> Feeds:
+    """Batches of (image, text) rows per task. `pad_to` pads texts to a fixed length; `fixed_batch`
+    fills the last batch of each task to `batch_size` by repeating its rows (for fixed-shape engines;
+    `collect` drops the repeats)."""
     from edgefuse.data.preprocess import preprocess_images
 
     pix = preprocess_images([it.image for it in ev.items], size=image_size)
@@ -49,7 +52,11 @@ def build_feeds(ev: EvalSet, tokenizer: Any, image_size: int, max_text_length: i
             chunk = rows[s: s + batch_size]
             img = np.array([i for i, _ in chunk], dtype=np.int64)
             ids, mask = tokenizer.encode_batch([t for _, t in chunk], max_length=max_text_length, pad_to=pad_to)
-            out.append((img, {"pixel_values": np.ascontiguousarray(pix[img]), "input_ids": ids, "attention_mask": mask}))
+            feed = {"pixel_values": np.ascontiguousarray(pix[img]), "input_ids": ids, "attention_mask": mask}
+            if fixed_batch and len(chunk) < batch_size:
+                take = np.resize(np.arange(len(chunk)), batch_size)
+                feed = {k: np.ascontiguousarray(v[take]) for k, v in feed.items()}
+            out.append((img, feed))
         batches[task] = out
     return Feeds(pix, batches)
 

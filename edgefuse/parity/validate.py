@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from edgefuse.artifacts import MANIFEST_NAME, read_manifest, sha256_file, tool_versions
 from edgefuse.config import EdgeConfig, GateConfig, load_config
@@ -271,13 +270,7 @@ def validate(artifacts: Sequence[str | Path], model: str | None = None, weights:
         batch_size = min(fixed_batches)
         if any(b != batch_size for b in fixed_batches):
             raise ValidationError("artifacts have different fixed batch sizes", f"found {sorted(set(fixed_batches))}", code="EF914")
-    feeds = build_feeds(ev, ref.tokenizer, ref.image_size, ref.max_text_length, batch_size, pad_to)
-    if fixed_batches:  # a fixed-batch engine gets full batches only: pad the last one by repeating rows
-        for task, bl in feeds.batches.items():
-            for j, (rows, feed) in enumerate(bl):
-                if len(rows) < batch_size:
-                    take = np.resize(np.arange(len(rows)), batch_size)
-                    bl[j] = (rows, {k: v[take] for k, v in feed.items()})
+    feeds = build_feeds(ev, ref.tokenizer, ref.image_size, ref.max_text_length, batch_size, pad_to, fixed_batch=bool(fixed_batches))
 
     say(f"reference: {ref.name} FP32 PyTorch on {ev.source}")
     import torch
