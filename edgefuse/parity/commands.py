@@ -19,7 +19,7 @@ def print_summary(report: ValidationReport, report_dir: str | Path | None) -> No
     from rich.table import Table
 
     from edgefuse.parity.catalog import format_drop, format_value, lookup
-    from edgefuse.parity.reports import _headline
+    from edgefuse.parity.reports import headline
 
     console = Console()
     shown = [n for n in ("vqa_accuracy", "vqa_agreement", "itm_accuracy", "itm_auc", "retrieval_i2t_r1", "retrieval_t2i_r1",
@@ -48,7 +48,7 @@ def print_summary(report: ValidationReport, report_dir: str | Path | None) -> No
         if g.status == "failed":
             console.print(f"[red]FAILED[/red] {g.artifact}: {g.title}: {g.message}", highlight=False)
     style = "green" if report.passed else "red"
-    console.print(f"[{style}]{_headline(report)}[/{style}] in {report.seconds:.1f} s", highlight=False)
+    console.print(f"[{style}]{headline(report)}[/{style}] in {report.seconds:.1f} s", highlight=False)
     if report_dir is not None:
         console.print(f"reports: {Path(report_dir) / 'report.html'} (+ report.json, report.md, junit.xml)", highlight=False)
 

@@ -136,7 +136,8 @@ def to_json(report: ValidationReport) -> dict[str, Any]:
 _ICON = {PASSED: "✅", FAILED: "❌", SKIPPED: "⏭️"}
 
 
-def _headline(report: ValidationReport) -> str:
+def headline(report: ValidationReport) -> str:
+    """One line verdict: "all 4 gates passed", "1 of 12 gates failed, 2 skipped", ..."""
     c = report.counts()
     total = c[PASSED] + c[FAILED]
     skipped = f", {c[SKIPPED]} skipped" if c[SKIPPED] else ""
@@ -171,7 +172,7 @@ def _metric_names(report: ValidationReport, kind: str) -> list[str]:
 def to_markdown(report: ValidationReport) -> str:
     """A PR comment: verdict, gates, task metrics with drops and intervals, tensor metrics."""
     conf = report.bootstrap.get("confidence", 0.95)
-    lines = [f"## edgefuse validate: {'✅' if report.passed else '❌'} {_headline(report)}", ""]
+    lines = [f"## edgefuse validate: {'✅' if report.passed else '❌'} {headline(report)}", ""]
     lines.append(f"Model `{report.model.get('name')}` (weights sha256 `{str(report.model.get('weights_sha256', ''))[:12]}`), "
                  f"reference: FP32 PyTorch. Evaluation set: {report.eval_set.get('source')} "
                  f"({report.eval_set.get('images')} images; " +
@@ -254,7 +255,7 @@ def to_html(report: ValidationReport) -> str:
                     f"<style>{_CSS}</style></head><body>"]
     status = PASSED if report.passed else FAILED
     h.append(f"<h1>edgefuse validate: <code>{_esc(report.model.get('name'))}</code></h1>")
-    h.append(f'<p class="verdict {status}" id="verdict">{_HTML_ICON[status]} {_esc(_headline(report))} '
+    h.append(f'<p class="verdict {status}" id="verdict">{_HTML_ICON[status]} {_esc(headline(report))} '
              f"(exit code {report.exit_code})</p>")
     ev = report.eval_set
     h.append(f"<p>Reference: FP32 PyTorch, weights sha256 <code>{_esc(str(report.model.get('weights_sha256', ''))[:16])}</code>. "
