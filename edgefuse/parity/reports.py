@@ -203,7 +203,7 @@ def to_markdown(report: ValidationReport) -> str:
         lines.append("")
     tnames = _metric_names(report, "tensor")
     if tnames:
-        lines += ["### Tensor metrics (artifact vs FP32 PyTorch)", "",
+        lines += ["<details><summary>Tensor metrics (artifact vs FP32 PyTorch)</summary>", "",
                   "| output | statistic | " + " | ".join(f"`{a.name}`" for a in report.artifacts) + " |",
                   "|---|---|" + "---|" * len(report.artifacts)]
         for n in tnames:
@@ -211,7 +211,7 @@ def to_markdown(report: ValidationReport) -> str:
             out, stat = n.split(".", 1)[1].rsplit(".", 1)
             cells = [format_value(d, a.metrics[n].value) if n in a.metrics else "n/a" for a in report.artifacts]
             lines.append(f"| {out} | {stat} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", "</details>", ""]
     lines.append(f"<sub>edgefuse {report.tool_versions.get('edgefuse', '')} · {report.created} · "
                  f"{report.seconds:.1f} s · full report: report.html</sub>")
     return "\n".join(lines) + "\n"
