@@ -89,6 +89,10 @@ def test_damaged_artifact_fails_gates_good_one_passes(validated):
     assert good["metrics"]["tensor.vqa_logits.cosine"]["value"] > 0.9999
     assert bad["metrics"]["tensor.vqa_logits.cosine"]["value"] < good["metrics"]["tensor.vqa_logits.cosine"]["value"]
     assert bad["metrics"]["vqa_agreement"]["value"] < 0.95
+    # where to look first: the questions the damaged artifact answers differently
+    assert good["disagreements"] == [] and 0 < len(bad["disagreements"]) <= 10
+    d = bad["disagreements"][0]
+    assert set(d) == {"image_id", "question", "label", "reference", "artifact"} and d["reference"] != d["artifact"]
     m = good["metrics"]["vqa_accuracy"]
     assert m["drop_ci"][0] <= m["drop"] <= m["drop_ci"][1]
     assert report["eval_set"]["images"] == int(N) and report["eval_set"]["items"]["questions"] > 0
@@ -131,6 +135,7 @@ def test_real_report_renders_plots_in_chromium(validated):
                 boxes = [e.bounding_box() for e in page.query_selector_all(sel)]
                 assert boxes and all(b and b["width"] > 50 and b["height"] > 50 for b in boxes), sel
             assert page.locator("#gates td.failed").count() >= 1
+            assert page.locator("#disagreements tr").count() >= 2
         finally:
             browser.close()
     assert errors == []

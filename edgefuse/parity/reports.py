@@ -52,6 +52,7 @@ class ArtifactReport:
     sample_attention: list[np.ndarray | None] = field(default_factory=list)
     sensitivity: list[tuple[str, float]] | None = None
     sensitivity_source: str | None = None
+    disagreements: list[dict[str, Any]] = field(default_factory=list)  # first VQA items answered differently from FP32
     seconds: float = 0.0
 
     @property
@@ -124,6 +125,7 @@ def to_json(report: ValidationReport) -> dict[str, Any]:
                 "gates": [g.to_dict() for g in a.gates],
                 "error_histograms": a.histograms,
                 "sensitivity_source": a.sensitivity_source,
+                "disagreements": a.disagreements,
             }
             for a in report.artifacts
         ],
@@ -317,6 +319,16 @@ def to_html(report: ValidationReport) -> str:
         for out, hist in a.histograms.items():
             h.append(f"<figure>{plots.histogram(hist['edges'], hist['counts'], f'{a.name}: {out}', hist.get('zeros', 0))}</figure>")
     h.append("</div>")
+
+    dis = [a for a in report.artifacts if a.disagreements]
+    if dis:
+        h.append('<h2>Where artifacts answer differently from FP32</h2><table id="disagreements"><tr><th>artifact</th>'
+                 "<th>image</th><th>question</th><th>label</th><th>FP32 PyTorch</th><th>artifact</th></tr>")
+        for a in dis:
+            for d in a.disagreements:
+                h.append(f"<tr><td><code>{_esc(a.name)}</code></td><td>{_esc(d['image_id'])}</td><td>{_esc(d['question'])}</td>"
+                         f"<td>{_esc(d['label'])}</td><td>{_esc(d['reference'])}</td><td>{_esc(d['artifact'])}</td></tr>")
+        h.append("</table>")
 
     sens = [a for a in report.artifacts if a.sensitivity]
     h.append('<h2>Per-layer sensitivity (quantize stage)</h2>')

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 from edgefuse.artifacts import MANIFEST_NAME, read_manifest, sha256_file, tool_versions
 from edgefuse.config import EdgeConfig, GateConfig, load_config
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES_SHOWN = 4  # grounding samples drawn in the HTML report
 QDQ_MODES = ("kernels", "simulated")
+DISAGREEMENTS_SHOWN = 10  # VQA items answered differently from FP32, listed per artifact
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -350,6 +353,7 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
             seconds=time.perf_counter() - ta,
         ))
         reports[-1].sensitivity, reports[-1].sensitivity_source = _sensitivity(info)
+        reports[-1].disagreements = _disagreements(ev, ref, ref_out, art_out)
 
     report = ValidationReport(
         model={"name": ref.name, "weights": ref.weights, "weights_sha256": ref.weights_sha, "tasks": ref.tasks},
@@ -366,6 +370,21 @@ def _run(ref: Reference, infos: list[ArtifactInfo], ev: EvalSet, labels: EvalLab
     if report_dir is not None:
         write_reports(report, report_dir)
     return report
+
+
+def _disagreements(ev: EvalSet, ref: Reference, ref_out: TaskOutputs, art_out: TaskOutputs, limit: int = DISAGREEMENTS_SHOWN,
+                   ) -> list[dict[str, Any]]:
+    """The first VQA items where the artifact's answer differs from FP32's (where to look first)."""
+    if "vqa_logits" not in ref_out.tensors or "vqa_logits" not in art_out.tensors:
+        return []
+    rp, ap = ref_out.tensors["vqa_logits"].argmax(1), art_out.tensors["vqa_logits"].argmax(1)
+    name = (lambda k: ref.answers[k] if 0 <= k < len(ref.answers) else "?")
+    out = []
+    for k in [int(i) for i in np.flatnonzero(rp != ap)[:limit]]:
+        img, question, label = ev.vqa[k]
+        out.append({"image_id": ev.items[img].image_id, "question": question, "label": name(label) if label >= 0 else "(not in vocabulary)",
+                    "reference": name(int(rp[k])), "artifact": name(int(ap[k]))})
+    return out
 
 
 def _samples(ev: EvalSet, ref: TaskOutputs) -> list[tuple[int, GroundingSample]]:
