@@ -193,8 +193,8 @@ def load_reference(model: str, weights: str | Path | None) -> Reference:
 
 
 def _vocabulary(tok: Any) -> tuple[Any, ...]:
-    """What decides the ids a text gets: the token of every id and the special ids (the
-    serialised JSON is not canonical, so its hash changes on a save/load round trip)."""
+    """What decides the ids a text gets: the token of every id and the special ids (compared
+    as data, so a re-saved or pretty-printed tokenizer.json still matches)."""
     return (tok.vocab_size, tok.pad_id, tok.cls_id, tok.sep_id, tok.unk_id, tok.mask_id,
             tuple(tok.id_to_token(i) for i in range(tok.vocab_size)))
 
