@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
