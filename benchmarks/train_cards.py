@@ -137,7 +137,9 @@ def card(name: str, eval_json: dict, eval_txt: str, cpu: dict | None, render_s: 
         one, two = cpu.get(1), cpu.get(2)
         lines += ["", "## CPU budget", "", "Measured on this project's 2-core CPU while other jobs shared it "
                   "(`nice -n 10 python benchmarks/train_cpu_time.py --steps 20 --threads 1`, and `--threads 2`): "
-                  "20 optimizer steps of the recipe after one warm-up step, extrapolated to the full run."]
+                  "20 optimizer steps of the recipe after one warm-up step, extrapolated to the full run"
+                  + (" (timed before the slot loss joined the recipe; its head is one linear classifier over three "
+                     "pooled vectors per image)." if r["loss_weights"].get("slots", 0) > 0 else ".")]
         if one is not None:
             total = one["extrapolated_cpu_min"] + (render_s or 0) / 60
             lines += ["", f"- 1 thread: {one['cpu_s_per_step']:.3f} CPU-s per step ({one['wall_s_per_step']:.3f} s wall at a "

@@ -42,6 +42,8 @@ IGNORE_INDEX = -100
 
 
 # --------------------------------------------------------------------------- config
+# Loss weights of the article's recipe; "slots" (the training-only slot head) is off unless a recipe sets it.
+BASE_LOSS_WEIGHTS: dict[str, float] = {"vqa": 1.0, "itm": 1.0, "mlm": 0.5, "l1": 5.0, "giou": 2.0, "caption": 1.0}
 @dataclass
 class TrainConfig:
     """One training recipe. The per-model defaults in RECIPES are what produced the shipped weights."""
@@ -61,9 +63,7 @@ class TrainConfig:
     mlm_prob: float = 0.15
     questions_per_image: int = 2  # VQA rows per image per micro-batch
     hard_negatives: int = 3  # in-batch candidates scored per image for the hardest ITM negative
-    loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"vqa": 1.0, "itm": 1.0, "mlm": 0.5, "l1": 5.0, "giou": 2.0, "caption": 1.0}
-    )
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(BASE_LOSS_WEIGHTS))
     checkpoint_every: int = 200
     model_overrides: dict[str, Any] = field(default_factory=dict)  # zoo config keys, e.g. {"dropout": 0.0}
 
@@ -79,7 +79,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "museum-single": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100, "mlm_prob": 0.4,
                       "model_overrides": {"dropout": 0}},
     "museum-gated": {"steps": 1800, "batch_size": 32, "lr": 3e-4, "warmup": 100, "mlm_prob": 0.4,
-                     "model_overrides": {"dropout": 0}},
+                     "model_overrides": {"dropout": 0}, "loss_weights": {**BASE_LOSS_WEIGHTS, "slots": 1.0}},
     "museum-caption": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "warmup": 100},
 }
 
