@@ -57,7 +57,7 @@ def main() -> int:
                "threads": torch.get_num_threads(), "wall_s_per_step": round(wall, 3), "cpu_s_per_step": round(cpu, 3),
                "extrapolated_wall_min": round((wall * cfg.steps + render_s) / 60, 1),
                "extrapolated_cpu_min": round((cpu * cfg.steps) / 60, 1), "load_avg_1m": round(load, 1),
-               "cores": os.cpu_count()}
+               "cores": os.cpu_count(), "slot_loss": cfg.loss_weights.get("slots", 0.0) > 0}
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = {"render_s": round(render_s, 1), "torch": torch.__version__, "models": rows}
