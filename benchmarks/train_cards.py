@@ -118,9 +118,11 @@ def card(name: str, eval_json: dict, eval_txt: str, cpu: dict | None, render_s: 
         lines.append("Loss: " + "; ".join(parts) + ".")
     curve = [h for h in log["loss_every_50"] if "val_vqa" in h or "val_bleu4" in h]
     if log["device"] == "cpu":
-        flags = "--threads 1" + (" --eval-every 300 --eval-n 200" if curve else "")
-        why = "thread count and periodic validation leave" if curve else "the thread count leaves"
-        lines += ["", f"Where it ran: the shipped weights were trained by `edgefuse train {name} {flags}` ({why} "
+        threads = log.get("threads", RUN_THREADS.get(name, 1))
+        flags = (f"--threads {threads} " if threads == 1 else "") + ("--eval-every 300 --eval-n 200" if curve else "")
+        why = {(True, True): "thread count and periodic validation leave", (True, False): "the thread count leaves",
+               (False, True): "periodic validation leaves", (False, False): "this leaves"}[(threads == 1, bool(curve))]
+        lines += ["", f"Where it ran: the shipped weights were trained by `{f'edgefuse train {name} {flags}'.strip()}` ({why} "
                   "the recipe and its RNG streams unchanged) on this project's 2-core CPU, shared with other jobs at "
                   f"the time, torch {log['torch']}, in {log['wall_s']:.0f} s wall ({log['wall_s'] / 60:.1f} min, data rendering"
                   + (" and the periodic validation included)." if curve else " included).")]
@@ -193,6 +195,8 @@ def _why(m: dict) -> str:
     return text + f"The weakest kinds are {weakest[0]} and {weakest[1]}."
 
 
+# Torch threads of the CPU runs whose train_log.json predates the "threads" field.
+RUN_THREADS = {"museum-caption": 1, "museum-gated": 1, "museum-single": 2}
 SUBSET = 40  # first test images that tests/test_train_shipped.py re-measures
 
 

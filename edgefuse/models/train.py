@@ -766,6 +766,7 @@ def write_trained(trainer: Trainer, out: Path, wall_s: float, device: str) -> No
             "wall_s": round(wall_s, 1),
             "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(0)})",
             "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "params": sum(p.numel() for p in trainer.model.parameters()),
             "loss_every_50": [h for h in trainer.history if h["step"] % 50 == 0 or h["step"] == trainer.step_index
                               or any(k.startswith("val_") for k in h)],
