@@ -280,7 +280,8 @@ class OrtRunner(Runner):
     - cuda: inputs and outputs go through IO binding. `cuda_graph=True` captures a CUDA graph
       per input-shape signature and replays it: only valid when every node runs on the CUDA EP
       (no CPU fallback or memcpy nodes, no control flow) — ORT refuses the session otherwise, and
-      this runner then falls back to plain IO binding with a warning.
+      this runner then falls back to plain IO binding with a warning. TF32 is off unless `tf32=True`
+      (ORT's CUDA EP enables it by default, which moves FP32 logits by ~1e-3).
     - tensorrt: ORT's TensorRT EP with engine + timing cache and optimisation profile shapes
       built from `profiles` (see `tensorrt_provider_options`); CUDA then CPU as fallbacks.
     """
@@ -299,6 +300,7 @@ class OrtRunner(Runner):
         trt_int8: bool = False,
         manifest: Mapping[str, Any] | None = None,
         disabled_optimizers: Sequence[str] | None = None,
+        tf32: bool = False,
     ) -> None:
         super().__init__()
         self.model_path = Path(model_path)
@@ -312,6 +314,7 @@ class OrtRunner(Runner):
         self.threads = threads
         self.optimization = optimization
         self.cuda_graph = cuda_graph
+        self.tf32 = tf32
         self.device_id = device_id
         self.trt_profiles = dict(trt_profiles or {})
         self.trt_cache_dir = trt_cache_dir
@@ -328,7 +331,8 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        cuda_opts: dict[str, Any] = {"device_id": self.device_id}
+        # TF32 off unless asked: an FP32 artifact should compute in FP32 (ORT's CUDA EP defaults it on)
+        cuda_opts: dict[str, Any] = {"device_id": self.device_id, "use_tf32": "1" if self.tf32 else "0"}
         if self.cuda_graph:
             cuda_opts["enable_cuda_graph"] = "1"
         if self.provider == "cpu":
@@ -344,7 +348,7 @@ class OrtRunner(Runner):
         cache = self.trt_cache_dir or (self.model_path.parent / ".trt-cache")
         trt = tensorrt_provider_options(specs, self.trt_profiles, cache, fp16=self.trt_fp16, int8=self.trt_int8,
                                         device_id=self.device_id)
-        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {"device_id": self.device_id}), "CPUExecutionProvider"]
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
 
     def _session_options(self) -> Any:
         import onnxruntime as ort
