@@ -77,7 +77,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "museum-dual": {"steps": 1200, "batch_size": 16, "lr": 1e-3, "warmup": 100, "mlm_prob": 0.4,
                     "questions_per_image": 1, "hard_negatives": 2, "model_overrides": {"dropout": 0}},
     "museum-single": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup": 100, "mlm_prob": 0.4,
-                      "model_overrides": {"dropout": 0}},
+                      "model_overrides": {"dropout": 0}, "loss_weights": {**BASE_LOSS_WEIGHTS, "slots": 1.0}},
     "museum-gated": {"steps": 1800, "batch_size": 32, "lr": 3e-4, "warmup": 100, "mlm_prob": 0.4,
                      "model_overrides": {"dropout": 0}, "loss_weights": {**BASE_LOSS_WEIGHTS, "slots": 1.0}},
     "museum-caption": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "warmup": 100},
