@@ -148,14 +148,21 @@ def write_manifest(folder: str | os.PathLike[str], manifest: dict[str, Any], nam
     return atomic_write_json(Path(folder) / name, manifest)
 
 
+def read_json(path: str | os.PathLike[str], what: str, hint: str = "re-run the stage that wrote it",
+              missing_code: str = "EF605") -> Any:
+    """Read one JSON file of an artifact; a missing or unparsable file is a typed ArtifactError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"no {what} at {p}", hint, code=missing_code)
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{what} {p} is not valid JSON: {e}", hint, code="EF604") from e
+
+
 def read_manifest(folder_or_file: str | os.PathLike[str], name: str = MANIFEST_NAME) -> dict[str, Any]:
     """Read a manifest from a folder (or a manifest file path)."""
     p = Path(folder_or_file)
     if p.is_dir():
         p = p / name
-    if not p.exists():
-        raise ArtifactError(f"no manifest at {p}", "point at a folder written by `edgefuse export` or `edgefuse quantize`", code="EF603")
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"manifest {p} is not valid JSON: {e}", "re-run the stage that wrote it", code="EF604") from e
+    return read_json(p, "manifest", "point at a folder written by `edgefuse export` or `edgefuse quantize`", missing_code="EF603")

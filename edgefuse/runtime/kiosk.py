@@ -8,7 +8,6 @@ preprocessing and tokenizer code as training (edgefuse.data). Torch-free.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefuse.artifacts import read_json
 from edgefuse.errors import ArtifactError, InputError, RunnerError
 
 log = logging.getLogger(__name__)
@@ -91,15 +91,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise ArtifactError(f"artifact has no {path.name} ({what})", "re-export the model with `edgefuse export`", code="EF605")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path} is not valid JSON", "re-export the model", code="EF604") from e
-
-
 class KioskPipeline:
     """Question answering, grounding, matching and captioning over one artifact folder.
 
@@ -144,7 +135,7 @@ class KioskPipeline:
             else:
                 self.tokenizer = Tokenizer.load(self.artifact / "tokenizer.json")
                 if "vqa" in self.tasks:
-                    self.answers = [str(a) for a in _read_json(self.artifact / "answers.json", "answer vocabulary")]
+                    self.answers = [str(a) for a in read_json(self.artifact / "answers.json", "answer vocabulary", "re-export the model with `edgefuse export`")]
                 self.runner = open_runner(self.artifact, provider=provider, **opts).activate()
         else:
             self.artifact = None
